@@ -1,10 +1,21 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures.
+
+Without a CUDA device, Triton kernels can only run under Triton's CPU interpreter, and ``triton.jit`` reads
+``TRITON_INTERPRET`` when a kernel is decorated (when triton is first imported, which Lightning does early).
+This root conftest is imported before any test module, so the variable is set here, once, before anything
+imports triton. Nothing outside the triton backend reads it: ``auto`` never picks triton on a CPU.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,0 +1,1 @@
+"""Training engines (LightningModules) that own loss, masking, metrics, inverse scaling and optimizers."""

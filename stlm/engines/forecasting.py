@@ -1,0 +1,132 @@
+"""The forecasting engine: a LightningModule around any model of the stlm contract.
+
+It owns what every model shares: inverse scaling of the model's output to original units, the masked training
+loss, per-horizon metrics (``val/mae_h3``, ``test/rmse_avg``, ...), optimizer and schedule, and a guard that
+stops training on a non-finite loss instead of letting NaN flow into the weights.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from stlm.data.scalers import StandardScaler
+from stlm.metrics.masked import HorizonMetrics, masked_loss
+
+SPLIT_PREFIXES = ("val", "test")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; raised so the run stops with a non-zero exit."""
+
+
+class ForecastingEngine(pl.LightningModule):
+    """Train and evaluate ``model`` on batches of the data contract.
+
+    Args:
+        model: maps a batch to scaled predictions [B, H, N, C].
+        scaler: the datamodule's fitted scaler; its mean and std become buffers (saved in checkpoints).
+        horizon: number of forecast steps H (for the per-horizon metrics).
+        loss: ``mae`` (default; robust, the field's reporting metric), ``mse`` or ``huber``, in original units.
+        optimizer: factory ``f(params) -> Optimizer`` (a ``_partial_`` config).
+        scheduler: optional factory ``f(optimizer, total_steps=...) -> LRScheduler``, stepped every batch.
+        mape_min_abs: targets with ``|y|`` at or below this are skipped by MAPE.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        scaler: StandardScaler,
+        horizon: int,
+        loss: str = "mae",
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
+        scheduler: Callable[..., Any] | None = None,
+        mape_min_abs: float = 0.0,
+    ):
+        super().__init__()
+        self.model = model
+        self.loss_name = loss
+        self.loss_fn = masked_loss(loss)
+        self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-3))
+        self.scheduler_factory = scheduler
+        mean, std = scaler.tensors()
+        self.register_buffer("scale_mean", mean)
+        self.register_buffer("scale_std", std)
+        self.metrics = nn.ModuleDict({p: HorizonMetrics(horizon, mape_min_abs) for p in SPLIT_PREFIXES})
+        # Filled by the entry point; saved with every checkpoint (config, data spec) so a forecast job can
+        # rebuild the model without the original command line.
+        self.checkpoint_metadata: dict[str, Any] = {}
+
+    @property
+    def has_trainable_parameters(self) -> bool:
+        return any(p.requires_grad for p in self.model.parameters())
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Predictions in original units, [B, H, N, C]."""
+        return self.model(batch) * self.scale_std + self.scale_mean
+
+    # ------------------------------------------------------------------ steps
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        pred = self(batch)
+        loss = self.loss_fn(pred, batch["y"], batch["mask"])
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, global step "
+                f"{self.global_step}, batch {batch_idx}: stopping before it reaches the weights. Check the inputs "
+                "for extreme values, lower the learning rate (engine.optimizer.lr) or clip gradients "
+                "(trainer.gradient_clip_val)"
+            )
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["y"].shape[0])
+        return loss
+
+    def _evaluate(self, batch: dict[str, torch.Tensor], prefix: str) -> None:
+        pred = self(batch)
+        self.metrics[prefix].update(pred, batch["y"], batch["mask"])
+        loss = self.loss_fn(pred, batch["y"], batch["mask"])
+        self.log(f"{prefix}/loss", loss, on_epoch=True, batch_size=batch["y"].shape[0])
+
+    def validation_step(self, batch, batch_idx):
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        return self(batch)
+
+    def _log_epoch_metrics(self, prefix: str) -> None:
+        values = self.metrics[prefix].compute()
+        self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, prog_bar=False, sync_dist=False)
+        self.log(f"{prefix}/mae", values["mae_avg"], prog_bar=True)
+        self.metrics[prefix].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            return None
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        kwargs = {}
+        if "total_steps" in inspect.signature(self.scheduler_factory).parameters:
+            kwargs["total_steps"] = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(optimizer, **kwargs)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["stlm"] = self.checkpoint_metadata
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.checkpoint_metadata = checkpoint.get("stlm", {})

@@ -1,0 +1,1 @@
+"""Network building blocks: embeddings, the temporal selective SSM, spatial global attention, the block, heads."""

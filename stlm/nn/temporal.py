@@ -1,0 +1,78 @@
+"""Temporal mixer: a Mamba-style selective state-space block over the time axis (causal).
+
+For an input sequence ``x [batch, L, d_model]`` (one sequence per node; nodes are folded into the batch by the
+block), with inner width ``E = expand * d_model`` and state size ``n = d_state`` (Gu & Dao 2023, Mamba):
+
+    [u, z]  = in_proj(x)                          u, z [batch, L, E]
+    u       = silu(causal_depthwise_conv1d(u))     kernel d_conv along time
+    [dt_r, B, C] = x_proj(u)                      dt_r [batch, L, R], B, C [batch, L, n] (input-dependent)
+    dt      = softplus(dt_proj(dt_r) + dt_bias)    [batch, L, E], the step size per channel
+    A       = -exp(A_log)                          [E, n], diagonal and negative: a decaying state
+    y       = selective_scan(u, dt, A, B, C, D, z) h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t ; y_t = C_t h_t + D u_t
+    out     = out_proj(y * silu(z))                [batch, L, d_model]
+
+The scan runs through :mod:`stlm.kernels` (backend chosen once per device and dtype). Everything is causal:
+the output at step t depends on inputs up to t only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stlm.kernels import KernelChoice, selective_scan
+
+
+class SelectiveSSM(nn.Module):
+    """Mamba block: [batch, L, d_model] -> [batch, L, d_model]."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        expand: int = 2,
+        d_conv: int = 4,
+        dt_rank: int | str = "auto",
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+        backend: str = "auto",
+    ):
+        super().__init__()
+        self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
+        self.d_inner = E = expand * d_model
+        self.dt_rank = R = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
+        self.in_proj = nn.Linear(d_model, 2 * E, bias=False)
+        self.conv = nn.Conv1d(E, E, kernel_size=d_conv, groups=E, padding=d_conv - 1)
+        self.x_proj = nn.Linear(E, R + 2 * d_state, bias=False)
+        self.dt_proj = nn.Linear(R, E, bias=True)
+        self.out_proj = nn.Linear(E, d_model, bias=False)
+        # S4D-real initialisation: A_i = -(1, 2, ..., n) for every channel.
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, d_state + 1, dtype=torch.float32)).repeat(E, 1))
+        self.D = nn.Parameter(torch.ones(E))
+        self._init_dt(dt_min, dt_max)
+        self.scan_backend = KernelChoice("selective_scan", backend)
+
+    def _init_dt(self, dt_min: float, dt_max: float) -> None:
+        """Mamba's step-size init: softplus(dt_bias) log-uniform in [dt_min, dt_max]."""
+        nn.init.uniform_(self.dt_proj.weight, -self.dt_rank**-0.5, self.dt_rank**-0.5)
+        dt = torch.exp(torch.rand(self.d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        with torch.no_grad():
+            self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, L, _ = x.shape
+        u, z = self.in_proj(x).chunk(2, dim=-1)  # [batch, L, E] each
+        u = self.conv(u.transpose(1, 2))[..., :L]  # causal: keep the first L outputs
+        u = F.silu(u)  # [batch, E, L]
+        dt_r, B, C = self.x_proj(u.transpose(1, 2)).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = (dt_r @ self.dt_proj.weight.t()).transpose(1, 2)  # [batch, E, L]; bias enters the scan
+        A = -torch.exp(self.A_log.float())
+        backend, _ = self.scan_backend.resolve(x.device, x.dtype)
+        y = selective_scan(
+            u, dt, A, B.transpose(1, 2), C.transpose(1, 2), D=self.D.float(), z=z.transpose(1, 2),
+            delta_bias=self.dt_proj.bias.float(), delta_softplus=True, backend=backend,
+        )
+        return self.out_proj(y.transpose(1, 2))

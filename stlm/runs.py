@@ -1,0 +1,70 @@
+"""Run records: what a training run wrote where, so ``ckpt_path=last`` can find and resume it.
+
+Every run writes ``<run dir>/run.json`` (atomically) with its configuration hash, MLflow run id, checkpoint
+directory and status. ``ckpt_path=last`` looks under the outputs root for the most recent record with the same
+configuration hash that has a ``last.ckpt``, and resumes it: same checkpoint directory, same MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from stlm.io.atomic import atomic_write_json
+
+RECORD_NAME = "run.json"
+
+
+@dataclass
+class RunRecord:
+    run_dir: str
+    config_hash: str
+    checkpoint_dir: str
+    mlflow_run_id: str | None = None
+    tracking_uri: str | None = None
+    status: str = "running"  # running | finished | failed
+    best_checkpoint: str | None = None
+    test_metrics: dict[str, float] = field(default_factory=dict)
+
+    def save(self) -> Path:
+        return atomic_write_json(Path(self.run_dir) / RECORD_NAME, asdict(self))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunRecord":
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def find_resumable(outputs_root: str | Path, config_hash: str) -> RunRecord | None:
+    """The most recently written run of this configuration that has a ``last.ckpt``, or None."""
+    root = Path(outputs_root)
+    if not root.exists():
+        return None
+    candidates = []
+    for record_path in root.rglob(RECORD_NAME):
+        try:
+            record = RunRecord.load(record_path)
+        except (OSError, ValueError, TypeError):
+            continue  # an unreadable record is not a run we can resume
+        if record.config_hash == config_hash and (Path(record.checkpoint_dir) / "last.ckpt").exists():
+            candidates.append((record_path.stat().st_mtime, record))
+    return max(candidates, key=lambda c: c[0])[1] if candidates else None
+
+
+def resolve_checkpoint(ckpt_path: str | None, outputs_root: str | Path, config_hash: str) -> tuple[str | None, RunRecord | None]:
+    """``(checkpoint file, record of the run it belongs to)`` for ``ckpt_path`` = None, a file, or ``last``."""
+    if ckpt_path is None:
+        return None, None
+    if ckpt_path == "last":
+        record = find_resumable(outputs_root, config_hash)
+        if record is None:
+            raise FileNotFoundError(
+                f"ckpt_path=last: no earlier run of this configuration (hash {config_hash}) with a last.ckpt under "
+                f"{Path(outputs_root).resolve()}; run without ckpt_path to start fresh, or give a checkpoint file"
+            )
+        return str(Path(record.checkpoint_dir) / "last.ckpt"), record
+    path = Path(ckpt_path).expanduser().resolve()
+    if not path.is_file():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path!r}: no checkpoint file at {path}")
+    record_path = path.parent.parent / RECORD_NAME
+    return str(path), RunRecord.load(record_path) if record_path.exists() else None

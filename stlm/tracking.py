@@ -1,0 +1,118 @@
+"""MLflow tracking: where runs go, how they are tagged, and how a resumed run finds its MLflow run again.
+
+Defaults (MLflow 3.x refuses a bare ``./mlruns`` file store unless opted in):
+
+* tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<cwd>/mlflow.db``;
+* artifacts of a SQLite store: ``<directory of the .db>/mlartifacts`` (set explicitly when the experiment is
+  created, so artifacts never land in an unexpected relative folder);
+* the store is initialised once before training (a fresh SQLite DB races when several processes create it).
+
+The URI is always passed explicitly to Lightning's ``MLFlowLogger``, which otherwise reads the environment
+variable when it is imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
+    """The URI to use: the argument, else ``MLFLOW_TRACKING_URI``, else a SQLite file in the working directory."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        uri = f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    return uri
+
+
+def default_artifact_location(tracking_uri: str) -> str | None:
+    """``<db dir>/mlartifacts`` for a SQLite store; None (the server's default) for other stores."""
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri[len("sqlite:///"):])
+        return (db.parent / "mlartifacts").resolve().as_uri()
+    return None
+
+
+def ensure_store(tracking_uri: str) -> None:
+    """Create (or migrate) the tracking store once, and fail fast with a clear message if it is unreachable."""
+    from mlflow.tracking import MlflowClient
+
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        MlflowClient(tracking_uri).search_experiments(max_results=1)
+    except Exception as err:  # mlflow raises several types (MlflowException, requests errors)
+        raise RuntimeError(
+            f"MLflow tracking store {tracking_uri!r} is not reachable ({type(err).__name__}: {err}). Start the "
+            "server, fix MLFLOW_TRACKING_URI / logger.tracking_uri, or run with logger=none"
+        ) from err
+
+
+def mlflow_logger(
+    experiment_name: str,
+    tracking_uri: str | None = None,
+    run_name: str | None = None,
+    artifact_location: str | None = None,
+    run_id: str | None = None,
+    tags: dict[str, Any] | None = None,
+):
+    """A Lightning ``MLFlowLogger`` on an initialised store (``run_id`` resumes an existing run)."""
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    uri = resolve_tracking_uri(tracking_uri)
+    ensure_store(uri)
+    return MLFlowLogger(
+        experiment_name=experiment_name,
+        run_name=run_name,
+        tracking_uri=uri,
+        tags=tags,
+        artifact_location=artifact_location or default_artifact_location(uri),
+        run_id=run_id,
+        log_model=False,
+    )
+
+
+def no_logger(**_: Any) -> None:
+    """``logger=none``: train without experiment tracking."""
+    return None
+
+
+def flatten_config(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
+    """``{"model.d_model": "64", ...}`` for MLflow params (lists are kept as their string form)."""
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    flat: dict[str, str] = {}
+    for key, value in container.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, prefix=f"{name}."))
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def config_hash(cfg: DictConfig, ignore: tuple[str, ...] = ("ckpt_path", "paths", "run_name", "hydra")) -> str:
+    """Hash of the resolved configuration minus keys that do not change the result (paths, resume flags)."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    for key in ignore:
+        container.pop(key, None)
+    return hashlib.sha256(json.dumps(container, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def git_sha(cwd: str | Path | None = None) -> str:
+    """The commit of the stlm checkout (``unknown`` outside a git checkout)."""
+    here = Path(cwd) if cwd else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5, check=True
+        )
+        sha = out.stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5)
+        return sha + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
