@@ -99,6 +99,12 @@ AUTO_ORDER: dict[str, list[str]] = {
     "cpu": ["chunked", "sdpa", "reference"],
 }
 
+# Per-op exceptions to AUTO_ORDER. The Triton state update is forward-only (streaming inference) and raises
+# when gradients are needed, so ``auto`` prefers the differentiable chunked step on every device.
+AUTO_ORDER_BY_OP: dict[str, dict[str, list[str]]] = {
+    "selective_state_update": {"cuda": ["chunked", "reference"], "cpu": ["chunked", "reference"]},
+}
+
 # ``chunked`` is the fast PyTorch path of every op; for attention that is PyTorch's fused SDPA.
 ALIASES: dict[str, dict[str, str]] = {"attention": {"chunked": "sdpa"}}
 
@@ -143,7 +149,8 @@ def resolve(
             requested, source = from_env, f"environment variable {ENV_VAR}"
     reasons = available_backends(op, device, dtype)
     if requested == "auto":
-        for name in AUTO_ORDER.get(device.type, AUTO_ORDER["cpu"]):
+        order = AUTO_ORDER_BY_OP.get(op, AUTO_ORDER)
+        for name in order.get(device.type, order["cpu"]):
             name = _canonical(op, name)
             if name in reasons and reasons[name] is None:
                 return name, REGISTRY[op][name].load()

@@ -114,6 +114,20 @@ def test_state_update_chunked_gradients_match_reference():
         torch.testing.assert_close(a, b)
 
 
+def test_state_update_with_different_group_counts_for_B_and_C():
+    """B shared by all channels, C in 2 groups: every backend aligns the groups like the scan does."""
+    torch.manual_seed(0)
+    batch, d, n = 2, 6, 4
+    state = torch.randn(batch, d, n, dtype=torch.float64)
+    x, dt = torch.randn(batch, d, dtype=torch.float64), torch.randn(batch, d, dtype=torch.float64)
+    A = -torch.rand(d, n, dtype=torch.float64)
+    B, C = torch.randn(batch, n, dtype=torch.float64), torch.randn(batch, 2, n, dtype=torch.float64)
+    y_ref, h_ref = selective_state_update_ref(state, x, dt, A, B, C)
+    y, h = selective_state_update_chunked(state, x, dt, A, B, C)
+    torch.testing.assert_close(y, y_ref)
+    torch.testing.assert_close(h, h_ref)
+
+
 def test_public_state_update_dispatches():
     t = scan_inputs(d=6, L=1, dtype=torch.float32)
     args = (t["initial_state"], t["u"][..., 0], t["delta"][..., 0], t["A"], t["B"][..., 0], t["C"][..., 0])

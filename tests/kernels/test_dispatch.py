@@ -31,6 +31,11 @@ def test_auto_on_cpu_picks_fast_pytorch_paths(no_env):
     assert resolve("attention", "auto", "cpu", torch.float32)[0] == "sdpa"
 
 
+def test_auto_state_update_stays_differentiable_on_cuda(no_env):
+    """The Triton state update is forward-only, so auto never picks it (choice only; nothing runs here)."""
+    assert resolve("selective_state_update", "auto", "cuda", torch.float32)[0] == "chunked"
+
+
 def test_forced_by_argument(no_env):
     name, fn = resolve("selective_scan", "reference", "cpu", torch.float32)
     assert name == "reference" and fn.__name__ == "selective_scan_ref"

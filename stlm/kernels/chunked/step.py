@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from stlm.kernels.reference.scan import align_groups
+
 
 def selective_state_update_chunked(
     state: torch.Tensor,
@@ -34,9 +36,9 @@ def selective_state_update_chunked(
         step = step + dt_bias.to(cdtype)
     if dt_softplus:
         step = F.softplus(step)
-    # B, C as [batch, g, 1, n] against the state viewed as [batch, g, d // g, n].
-    B_g = (B if B.dim() == 3 else B.unsqueeze(1)).to(cdtype).unsqueeze(2)
-    C_g = (C if C.dim() == 3 else C.unsqueeze(1)).to(cdtype).unsqueeze(2)
+    # B, C as [batch, g, 1, n] (one common group count) against the state viewed as [batch, g, d // g, n].
+    B_g, C_g = align_groups(B.unsqueeze(-1), C.unsqueeze(-1), d)
+    B_g, C_g = B_g.squeeze(-1).to(cdtype).unsqueeze(2), C_g.squeeze(-1).to(cdtype).unsqueeze(2)
     g = B_g.shape[1]
     h = state.to(cdtype).reshape(batch, g, d // g, n)
     decay = torch.exp(step.view(batch, g, d // g, 1) * A.to(cdtype).view(g, d // g, n))
