@@ -98,7 +98,7 @@ class SpatioTemporalDataModule(pl.LightningDataModule):
         n_slots = steps_per_day(series.freq)
         calendar = calendar_index(series.timestamps, n_slots)
         coverage = check_coverage(calendar, self.periods, series.origin or series.name)
-        self.series = series
+        self.series, self.calendar = series, calendar
         starts = self.split.sample_starts(series.n_steps, self.window, self.horizon, self.stride)
         tensors = dict(
             scaled=torch.from_numpy(scaled),
@@ -181,14 +181,10 @@ class SpatioTemporalDataModule(pl.LightningDataModule):
             raise RuntimeError("datamodule.spec is known after setup(); call datamodule.setup() first")
         return self._spec
 
-    def training_period(self) -> dict[str, np.ndarray]:
-        """Raw values [T_train, N, C], mask and calendar [T_train, 2] of the training period (for fitted baselines)."""
-        a, b = self.periods["train"]
-        return {
-            "values": self.series.values[a:b],
-            "mask": self.series.mask[a:b],
-            "calendar": calendar_index(self.series.timestamps[a:b], steps_per_day(self.series.freq)),
-        }
+    def period(self, split: str) -> dict[str, np.ndarray]:
+        """Raw values [T_s, N, C], mask and calendar [T_s, 2] of one split's period (for fitted models)."""
+        a, b = self.periods[split]
+        return {"values": self.series.values[a:b], "mask": self.series.mask[a:b], "calendar": self.calendar[a:b]}
 
     def fingerprint(self) -> str:
         """Content hash of the loaded series (logged as the run's data fingerprint)."""

@@ -245,6 +245,17 @@ def test_npz_positional_alignment_when_counts_agree(tmp_path):
     assert series.adjacency[0, 1] > 0 and series.adjacency[1, 0] == 0
 
 
+def test_distance_csv_that_misses_series_sensors_is_a_mismatch(tmp_path):
+    path = tmp_path / "flow.npz"
+    np.savez(path, data=np.ones((4, 3, 1), dtype=np.float32))
+    distances = tmp_path / "distance.csv"
+    distances.write_text("from,to,cost\n0,1,1.0\n1,0,2.0\n1,7,3.0\n")  # sensor 2 has no distance; 7 is extra
+    with raises_mentioning("flow.npz", "have no distance in", "only in the series (1): '2'", "dataset.drop_unmatched=true"):
+        NpzTrafficSource(path, adjacency=distances).load()
+    series = NpzTrafficSource(path, adjacency=distances, drop_unmatched=True).load()
+    assert series.node_ids == ["0", "1"] and series.adjacency.shape == (2, 2) and series.values.shape == (4, 2, 1)
+
+
 def test_npz_missing_value_policy(tmp_path):
     data = np.ones((5, 2, 1), dtype=np.float32)
     data[1, 0, 0] = 0.0

@@ -342,7 +342,25 @@ def graph_for_series(
     a pickle or square CSV carries its own ids and is aligned by id (:func:`align_series_to_graph`).
     """
     resolved = resolve_input(adjacency, "dataset.adjacency")
-    if adjacency_format(resolved) == "distance_csv":
-        graph = load_adjacency(adjacency, node_ids=series_ids)
-        return np.arange(len(series_ids), dtype=np.int64), graph.weights
-    return align_series_to_graph(series_ids, load_adjacency(adjacency), drop_unmatched=drop_unmatched, origin=origin)
+    if adjacency_format(resolved) != "distance_csv":
+        return align_series_to_graph(series_ids, load_adjacency(adjacency), drop_unmatched=drop_unmatched, origin=origin)
+    # A distance file may cover more sensors than the series (they are ignored), but every sensor of the series
+    # needs distances: one the file never mentions is a mismatch, like an id missing from a pickle.
+    listed = set(load_adjacency(adjacency).node_ids)
+    ids = [normalise_id(i) for i in series_ids]
+    missing = [i for i in ids if i not in listed]
+    if missing and not drop_unmatched:
+        raise DataValidationError(
+            f"{origin}: {len(missing)} of the series' {len(ids)} node ids have no distance in {adjacency} "
+            f"(ids are compared as strings).\n  only in the series ({len(missing)}): {preview(missing)}\n"
+            "Fix: use the distance file of these sensors, give dataset.node_ids that match the file's ids, or set "
+            "dataset.drop_unmatched=true to keep only the sensors the file covers."
+        )
+    keep = np.array([k for k, i in enumerate(ids) if i in listed], dtype=np.int64)
+    if missing:
+        log.warning(
+            "%s: dataset.drop_unmatched=true: dropped %d series node(s) without distances in %s: %s",
+            origin, len(missing), adjacency, preview(missing),
+        )
+    graph = load_adjacency(adjacency, node_ids=[ids[k] for k in keep])
+    return keep, graph.weights

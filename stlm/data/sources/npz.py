@@ -207,7 +207,7 @@ class NpzTrafficSource:
         if adjacency_format(resolve_input(self.adjacency, "dataset.adjacency")) == "distance_csv":
             # PEMS04/08 distance files name the nodes 0..N-1, exactly the positional ids.
             keep, weights = graph_for_series(self.adjacency, positional, drop_unmatched=self.drop_unmatched, origin=where)
-            return positional, keep, weights
+            return [positional[k] for k in keep], keep, weights
         graph = load_adjacency(self.adjacency)
         if graph.n_nodes != n_nodes:
             raise DataValidationError(
