@@ -8,6 +8,7 @@ import pytest
 import torch
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from stlm.data.spec import DataSpec
 
@@ -19,10 +20,32 @@ def _options(group: str) -> list[str]:
 
 
 @pytest.mark.parametrize("group", ["dataset", "model", "trainer", "logger", "engine"])
-def test_every_option_composes(compose_train, group):
+def test_every_option_composes_and_resolves(compose_train, group, tmp_path):
     for option in _options(group):
-        cfg = compose_train([f"{group}={option}"])
-        assert cfg[group] is not None, (group, option)
+        overrides = [f"{group}={option}", f"paths.output_dir={tmp_path}"]
+        cfg = compose_train(overrides)
+        if "path" in cfg.dataset.keys() and OmegaConf.is_missing(cfg.dataset, "path"):  # a file the user gives
+            cfg = compose_train(overrides + ["dataset.path=some/file"])
+            assert cfg.dataset.datamodule.source.path == "some/file"
+        # Every interpolation resolves.
+        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+        assert resolved[group], (group, option)
+        assert resolved["callbacks"]["checkpoint"]["dirpath"] == f"{tmp_path}/checkpoints"
+
+
+@pytest.mark.parametrize("option", ["cpu", "ddp"])
+def test_trainer_configs_build_a_trainer(compose_train, option, tmp_path):
+    cfg = compose_train([f"trainer={option}", f"paths.output_dir={tmp_path}"])
+    trainer = instantiate(cfg.trainer, logger=False, enable_progress_bar=False)
+    assert trainer.max_epochs == cfg.dataset.max_epochs == 6
+    assert trainer.num_devices == (2 if option == "ddp" else 1)
+
+
+def test_logger_configs_build_a_logger(compose_train, tracking_uri):
+    cfg = compose_train(["logger=mlflow"])
+    logger = instantiate(cfg.logger, _partial_=True)(experiment_name="config-test", run_name=None, tags={}, run_id=None)
+    assert logger.run_id and logger._tracking_uri == tracking_uri
+    assert instantiate(compose_train(["logger=none"]).logger, _partial_=True)(experiment_name="x") is None
 
 
 def test_default_is_the_embedded_traffic_data(compose_train):
@@ -65,6 +88,10 @@ def test_every_model_config_builds_and_forecasts(compose_train, model_name):
     model = instantiate(cfg.model, _partial_=True)(spec=dm.spec)
     if hasattr(model, "fit_from_data"):
         model.fit_from_data(dm)
+    model.eval()
     batch = next(iter(dm.test_dataloader()))
     out = model(batch)
     assert out.shape == batch["y"].shape and torch.isfinite(out).all()
+    # Targets never leak into the forecast.
+    leaked = dict(batch, y=torch.randn_like(batch["y"]) * 100, mask=torch.zeros_like(batch["mask"]))
+    assert torch.equal(model(leaked), out)

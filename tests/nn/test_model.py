@@ -21,11 +21,12 @@ SPATIAL = functools.partial(GlobalAttention, n_heads=2)
 
 def make_batch(B=3, spec=SPEC, seed=0):
     g = torch.Generator().manual_seed(seed)
-    T, N, C = spec.window, spec.n_nodes, spec.n_channels
+    T, H, N, C = spec.window, spec.horizon, spec.n_nodes, spec.n_channels
     return {
         "x": torch.randn(B, T, N, C, generator=g),
         "x_mask": (torch.rand(B, T, N, C, generator=g) > 0.2).float(),
         "x_time": torch.stack([torch.randint(0, 288, (B, T), generator=g), torch.randint(0, 7, (B, T), generator=g)], -1),
+        "y_time": torch.stack([torch.randint(0, 288, (B, H), generator=g), torch.randint(0, 7, (B, H), generator=g)], -1),
     }
 
 
@@ -123,3 +124,22 @@ def test_kernel_backend_is_chosen_once_and_forced_by_config():
     assert ssm.scan_backend.requested == "reference"
     assert ssm.scan_backend.resolve(torch.device("cpu"), torch.float32)[0] == "reference"
     assert model.blocks[0].spatial.attn_backend.resolve(torch.device("cpu"), torch.float32)[0] == "reference"
+
+
+def test_seasonal_prior_is_the_starting_point_of_the_forecast():
+    """With the head silenced, the forecast is the fitted time-of-week profile at the target times."""
+    from stlm.data.datamodule import SpatioTemporalDataModule
+    from stlm.data.sources.synthetic import SyntheticTrafficSource
+
+    dm = SpatioTemporalDataModule(SyntheticTrafficSource(n_nodes=5, n_days=10), window=6, horizon=4, batch_size=4)
+    dm.setup()
+    torch.manual_seed(0)
+    model = STLMForecaster(dm.spec, d_model=8, n_layers=1, temporal=TEMPORAL, spatial=SPATIAL).eval()
+    model.fit_from_data(dm)
+    torch.nn.init.zeros_(model.head.proj.weight)
+    torch.nn.init.zeros_(model.head.proj.bias)
+    batch = next(iter(dm.test_dataloader()))
+    assert torch.allclose(model(batch), model.prior.average.lookup(batch["y_time"]))
+    assert model.prior.average.profile.abs().sum() > 0
+    plain = STLMForecaster(dm.spec, d_model=8, n_layers=1, temporal=TEMPORAL, spatial=SPATIAL, seasonal_prior=False)
+    assert plain.prior.average is None and plain.embed.value.in_features == 2
