@@ -42,9 +42,11 @@ def absolute_paths(overrides: list[str]) -> list[str]:
 
 
 def train(model: str, overrides: list[str], workdir: Path) -> tuple[dict, float]:
-    run_dir = workdir / model
+    # Run directories live below runs/: a folder named after a model (stlm/) in the working directory would
+    # shadow the package for ``python -m``.
+    run_dir = workdir / "runs" / model
     cmd = [sys.executable, "-m", "stlm.train", f"model={model}", f"paths.output_dir={run_dir}",
-           f"paths.outputs_root={workdir}", "logger=none", "+trainer.enable_progress_bar=false", *overrides]
+           f"paths.outputs_root={workdir / 'runs'}", "logger=none", "+trainer.enable_progress_bar=false", *overrides]
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
     seconds = time.perf_counter() - start

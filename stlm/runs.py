@@ -67,4 +67,18 @@ def resolve_checkpoint(ckpt_path: str | None, outputs_root: str | Path, config_h
     if not path.is_file():
         raise FileNotFoundError(f"ckpt_path={ckpt_path!r}: no checkpoint file at {path}")
     record_path = path.parent.parent / RECORD_NAME
-    return str(path), RunRecord.load(record_path) if record_path.exists() else None
+    if not record_path.exists():
+        return str(path), None  # a checkpoint from elsewhere: resumed into this new run
+    try:
+        record = RunRecord.load(record_path)
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"ckpt_path={ckpt_path!r}: its run record {record_path} is unreadable ({err}); move the "
+                         "checkpoint out of that run directory to resume it as a new run") from err
+    if record.config_hash != config_hash:
+        raise ValueError(
+            f"ckpt_path={ckpt_path!r} belongs to the run in {record.run_dir}, whose configuration (hash "
+            f"{record.config_hash}) differs from this one ({config_hash}). Resuming continues the same training: "
+            "rerun with that run's configuration (its resolved_config.yaml), or copy the checkpoint out of the "
+            "run directory to start a new run from it"
+        )
+    return str(path), record

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import hydra
 import torch
@@ -26,53 +26,71 @@ from stlm.tracking import config_hash, flatten_config, git_sha, resolve_tracking
 log = logging.getLogger("stlm.train")
 
 
-def _model_name(cfg: DictConfig) -> str:
+def _hydra_choice(group: str, default: str) -> str:
     try:
         from hydra.core.hydra_config import HydraConfig
 
-        return HydraConfig.get().runtime.choices["model"]
-    except (ValueError, KeyError):
-        return cfg.model._target_.rsplit(".", 1)[-1]
+        return HydraConfig.get().runtime.choices[group]
+    except (ValueError, KeyError):  # composed outside a Hydra run (tests, notebooks)
+        return default
 
 
-def _evaluate_baselines(cfg: DictConfig, datamodule, trainer_kwargs: dict) -> dict[str, dict[str, float]]:
-    """Test metrics of the reference baselines (``cfg.baselines``) on the same split, without training."""
+def _overrides_yaml() -> str | None:
+    """The command-line overrides of this invocation (None outside a Hydra run)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return OmegaConf.to_yaml(list(HydraConfig.get().overrides.task))
+    except ValueError:
+        return None
+
+
+def build_engine(model_cfg: DictConfig, engine_cfg: DictConfig, datamodule):
+    """Model (sizes from the data; fitted from the training period if it has ``fit_from_data``) in its engine."""
+    model = instantiate(model_cfg, _partial_=True)(spec=datamodule.spec)
+    if hasattr(model, "fit_from_data"):
+        model.fit_from_data(datamodule)
+    return instantiate(engine_cfg, _partial_=True)(model=model, scaler=datamodule.scaler, horizon=datamodule.spec.horizon)
+
+
+def _test_metrics(results: list[dict]) -> dict[str, float]:
+    (metrics,) = results
+    return {k.removeprefix("test/"): float(v) for k, v in metrics.items() if k.startswith("test/")}
+
+
+def evaluate_baselines(cfg: DictConfig, datamodule) -> dict[str, dict[str, float]]:
+    """Test metrics of the reference baselines (``cfg.baselines``) on the same split, fitted, never trained.
+
+    Evaluated in this process without a Trainer: under DDP a new Trainer would join the process group.
+    """
+    return {
+        name: build_engine(model_cfg, cfg.engine, datamodule).evaluate(datamodule.test_dataloader())
+        for name, model_cfg in (cfg.get("baselines") or {}).items()
+    }
+
+
+def run(cfg: DictConfig, extra_callbacks: Sequence = ()) -> dict[str, Any]:
+    """Train and test as configured; returns run id, checkpoint paths and test metrics.
+
+    ``extra_callbacks`` are added to the configured Lightning callbacks (tests use them to interrupt a run);
+    they are not part of the configuration and do not change its hash.
+    """
     import pytorch_lightning as pl
+    from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-    results = {}
-    for name, factory_cfg in (cfg.get("baselines") or {}).items():
-        model = instantiate(factory_cfg, _partial_=True)(spec=datamodule.spec)
-        if hasattr(model, "fit_from_data"):
-            model.fit_from_data(datamodule)
-        engine = instantiate(cfg.engine, _partial_=True)(model=model, scaler=datamodule.scaler, horizon=datamodule.spec.horizon)
-        quiet = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False, **trainer_kwargs)
-        (metrics,) = quiet.test(engine, datamodule=datamodule, verbose=False)
-        results[name] = {k.removeprefix("test/"): float(v) for k, v in metrics.items() if k.startswith("test/")}
-    return results
-
-
-def run(cfg: DictConfig) -> dict[str, Any]:
-    """Train and test as configured; returns run id, checkpoint paths and test metrics (also used by tests)."""
-    import pytorch_lightning as pl
-
+    is_rank_zero = rank_zero_only.rank == 0  # DDP re-runs this function in every rank
     pl.seed_everything(cfg.seed, workers=True)
-    torch.set_float32_matmul_precision("high")
     chash = config_hash(cfg)
     ckpt, resumed = resolve_checkpoint(cfg.ckpt_path, cfg.paths.outputs_root, chash)
-    if resumed is not None:  # keep writing into the resumed run's directory
+    if resumed is not None:  # keep writing into the resumed run's directory and MLflow run
         cfg.paths.output_dir = resumed.run_dir
     output_dir = Path(cfg.paths.output_dir).resolve()
-    output_dir.mkdir(parents=True, exist_ok=True)
 
     datamodule = instantiate(cfg.dataset.datamodule)
     datamodule.prepare_data()
     datamodule.setup("fit")
     spec = datamodule.spec
-    model = instantiate(cfg.model, _partial_=True)(spec=spec)
-    if hasattr(model, "fit_from_data"):
-        model.fit_from_data(datamodule)
-    engine = instantiate(cfg.engine, _partial_=True)(model=model, scaler=datamodule.scaler, horizon=spec.horizon)
-    resolved_yaml = OmegaConf.to_yaml(cfg, resolve=True)
+    engine = build_engine(cfg.model, cfg.engine, datamodule)
     engine.checkpoint_metadata = {
         "config": OmegaConf.to_container(cfg, resolve=True),
         "spec": spec.to_dict(),
@@ -80,11 +98,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         "data_fingerprint": datamodule.fingerprint(),
         "stlm_version": stlm.__version__,
     }
-    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    n_params = sum(p.numel() for p in engine.model.parameters() if p.requires_grad)
+    model_name = _hydra_choice("model", cfg.model._target_.rsplit(".", 1)[-1])
 
     tags = {
         "stlm.version": stlm.__version__, "git_sha": git_sha(), "data_fingerprint": datamodule.fingerprint(),
-        "seed": str(cfg.seed), "config_hash": chash, "model": _model_name(cfg), "dataset": cfg.dataset.name,
+        "seed": str(cfg.seed), "config_hash": chash, "model": model_name, "dataset": cfg.dataset.name,
         "torch": torch.__version__,
     }
     logger = instantiate(cfg.logger, _partial_=True)(
@@ -93,56 +112,70 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     )
     record = RunRecord(
         run_dir=str(output_dir), config_hash=chash, checkpoint_dir=str(output_dir / "checkpoints"),
-        mlflow_run_id=logger.run_id if logger else None,
+        mlflow_run_id=logger.run_id if logger and is_rank_zero else None,
         tracking_uri=resolve_tracking_uri(cfg.logger.get("tracking_uri")) if logger else None,
     )
-    record.save()
-    atomic_write_text(output_dir / "resolved_config.yaml", resolved_yaml)
-    if logger and resumed is None:
-        params = flatten_config(cfg)
-        params["model.n_parameters"] = str(n_params)
-        logger.log_hyperparams(params)
+    if is_rank_zero:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        record.save()
+        atomic_write_text(output_dir / "resolved_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        if (overrides := _overrides_yaml()) is not None:
+            atomic_write_text(output_dir / "overrides.yaml", overrides)
+        if logger and resumed is None:  # params are immutable in MLflow: a resumed run keeps its own
+            params = {k: v for k, v in flatten_config(cfg).items() if not k.startswith("dataset.datamodule.")}
+            params["model.n_parameters"] = str(n_params)
+            logger.log_hyperparams(params)
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks)
     trainer = instantiate(cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
+    try:
+        return _fit_and_report(cfg, trainer, engine, datamodule, logger, record, ckpt, model_name, n_params)
+    except BaseException:
+        if is_rank_zero:
+            record.status = "failed"
+            record.save()
+        raise
+
+
+def _fit_and_report(cfg, trainer, engine, datamodule, logger, record: RunRecord, ckpt, model_name: str, n_params: int):
+    """Fit (or only evaluate a fitted model), test the best checkpoint, score the baselines, log, report."""
     if engine.has_trainable_parameters:
         trainer.fit(engine, datamodule=datamodule, ckpt_path=ckpt)
-        (test_metrics,) = trainer.test(engine, datamodule=datamodule, ckpt_path="best", verbose=False)
+        test = _test_metrics(trainer.test(engine, datamodule=datamodule, ckpt_path="best", verbose=False))
     else:  # fitted baselines: nothing to train, evaluate directly
         trainer.validate(engine, datamodule=datamodule, verbose=False)
-        (test_metrics,) = trainer.test(engine, datamodule=datamodule, verbose=False)
-    test = {k.removeprefix("test/"): float(v) for k, v in test_metrics.items() if k.startswith("test/")}
+        test = _test_metrics(trainer.test(engine, datamodule=datamodule, verbose=False))
 
     checkpoint_cb = trainer.checkpoint_callback
     best = checkpoint_cb.best_model_path if checkpoint_cb and checkpoint_cb.best_model_path else None
-    accel = {"accelerator": cfg.trainer.get("accelerator", "cpu"), "devices": 1}
-    baselines = _evaluate_baselines(cfg, datamodule, accel) if trainer.is_global_zero else {}
-
-    if logger and trainer.is_global_zero:
+    output_dir = Path(record.run_dir)
+    result = {"run_id": record.mlflow_run_id, "best_checkpoint": best, "test": test, "baselines": {},
+              "run_dir": record.run_dir, "tracking_uri": record.tracking_uri, "n_parameters": n_params}
+    if not trainer.is_global_zero:
+        return result
+    result["baselines"] = baselines = evaluate_baselines(cfg, datamodule)
+    if logger:
         client, run_id = logger.experiment, logger.run_id
         for name, values in baselines.items():
             for key, value in values.items():
                 client.log_metric(run_id, f"baselines/{name}/{key}", value)
-        client.log_artifact(run_id, str(output_dir / "resolved_config.yaml"), artifact_path="config")
-        overrides = output_dir / ".hydra" / "overrides.yaml"
-        if overrides.exists():
-            client.log_artifact(run_id, str(overrides), artifact_path="config")
+        for config_file in ("resolved_config.yaml", "overrides.yaml"):
+            if (output_dir / config_file).exists():
+                client.log_artifact(run_id, str(output_dir / config_file), artifact_path="config")
         if best:
             client.log_artifact(run_id, best, artifact_path="checkpoints")
 
     record.status, record.best_checkpoint, record.test_metrics = "finished", best, test
     record.save()
-    name = _model_name(cfg)
-    horizons = sorted({1, spec.horizon // 4, spec.horizon // 2, spec.horizon} - {0})
-    table = metrics_table({name: test, **baselines}, horizons)
-    if trainer.is_global_zero:
-        print(f"\nTest metrics ({cfg.dataset.name}, original units; MAPE in %):\n{table}\n")
-        print(f"run directory : {output_dir}")
-        print(f"checkpoint    : {best or '(none: fitted model, nothing trained)'}")
-        if logger:
-            print(f"MLflow run    : {logger.run_id} (experiment {cfg.experiment!r}, {record.tracking_uri})")
-    return {"run_id": record.mlflow_run_id, "best_checkpoint": best, "test": test, "baselines": baselines,
-            "run_dir": str(output_dir), "tracking_uri": record.tracking_uri, "n_parameters": n_params}
+    horizon = datamodule.spec.horizon
+    horizons = sorted({1, horizon // 4, horizon // 2, horizon} - {0})
+    table = metrics_table({model_name: test, **baselines}, horizons)
+    print(f"\nTest metrics ({cfg.dataset.name}, original units; MAPE in %):\n{table}\n")
+    print(f"run directory : {output_dir}")
+    print(f"checkpoint    : {best or '(none: fitted model, nothing trained)'}")
+    if logger:
+        print(f"MLflow run    : {logger.run_id} (experiment {cfg.experiment!r}, {record.tracking_uri})")
+    return result
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")

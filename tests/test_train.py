@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import mlflow
 import numpy as np
@@ -11,6 +14,7 @@ import pytest
 
 from stlm.data.sources import DataValidationError, load_adjacency
 from stlm.data.sources.synthetic import SyntheticTrafficSource
+from stlm.runs import RunRecord
 from stlm.train import run
 
 
@@ -71,6 +75,51 @@ def test_resume_last_finds_the_run_of_this_configuration(compose_train, tiny_tra
     assert again["run_id"] == first["run_id"]
     client = mlflow.MlflowClient()
     assert len(client.search_runs([client.get_experiment_by_name("traffic").experiment_id])) == 1
+
+
+class Interrupt(RuntimeError):
+    pass
+
+
+class InterruptAtStep:
+    """A Lightning callback that kills the run at a given optimizer step (a stand-in for a crash)."""
+
+    def __new__(cls, step):
+        import pytorch_lightning as pl
+
+        class _Callback(pl.Callback):
+            def on_train_batch_end(self, trainer, *args):
+                if trainer.global_step == step:
+                    raise Interrupt(f"interrupted at step {step}")
+
+        return _Callback()
+
+
+def test_interrupted_run_resumes_where_it_stopped(compose_train, tiny_train_overrides, tracking_uri):
+    """Killed in its second epoch, the run resumes from the first epoch's last.ckpt, in the same MLflow run,
+    finishes all epochs, and its parameters are not logged again."""
+    import torch
+
+    overrides = tiny_train_overrides + ["trainer.max_epochs=3"]  # 4 steps per epoch
+    with pytest.raises(Interrupt):
+        run(compose_train(overrides), extra_callbacks=[InterruptAtStep(6)])
+    record = RunRecord.load(f"{tiny_train_overrides[-1].split('=', 1)[1]}/run.json")
+    assert record.status == "failed"
+    assert torch.load(f"{record.checkpoint_dir}/last.ckpt", weights_only=False)["global_step"] == 4
+    client = mlflow.MlflowClient()
+    params_before = client.get_run(record.mlflow_run_id).data.params
+
+    resumed = _train(compose_train, overrides + ["ckpt_path=last"])
+    assert resumed["run_id"] == record.mlflow_run_id
+    assert torch.load(f"{record.checkpoint_dir}/last.ckpt", weights_only=False)["global_step"] == 12
+    assert client.get_run(record.mlflow_run_id).data.params == params_before
+    assert RunRecord.load(f"{resumed['run_dir']}/run.json").status == "finished"
+
+
+def test_checkpoint_of_another_configuration_is_refused(compose_train, tiny_train_overrides, tracking_uri):
+    first = _train(compose_train, tiny_train_overrides)
+    with pytest.raises(ValueError, match="differs from this one"):
+        _train(compose_train, tiny_train_overrides + [f"ckpt_path={first['best_checkpoint']}", "model.d_model=8"])
 
 
 def test_resume_last_without_an_earlier_run_is_explained(compose_train, tiny_train_overrides, tracking_uri):
@@ -164,3 +213,18 @@ def test_series_graph_id_mismatch_is_named(compose_train, tiny_train_overrides, 
 def test_window_longer_than_the_series_is_explained(compose_train, tiny_train_overrides, tracking_uri):
     with pytest.raises(DataValidationError, match=r"dataset.window \(2000\) \+ dataset.horizon \(12\)"):
         _train(compose_train, tiny_train_overrides + ["dataset.window=2000"])
+
+
+def test_ddp_on_cpu_trains_and_logs_one_run(tmp_path, tiny_train_overrides):
+    """trainer=ddp with 2 CPU processes (gloo): one MLflow run, one run record written by rank 0."""
+    uri = f"sqlite:///{tmp_path / 'ddp.db'}"
+    cmd = [sys.executable, "-m", "stlm.train", "trainer=ddp", "trainer.devices=2", *tiny_train_overrides]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = RunRecord.load(f"{tiny_train_overrides[-1].split('=', 1)[1]}/run.json")
+    assert record.status == "finished" and record.mlflow_run_id
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("traffic").experiment_id])
+    assert len(runs) == 1 and runs[0].info.run_id == record.mlflow_run_id
+    assert runs[0].data.metrics["test/mae_avg"] == pytest.approx(record.test_metrics["mae_avg"], rel=1e-6)

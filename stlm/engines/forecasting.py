@@ -21,7 +21,14 @@ SPLIT_PREFIXES = ("val", "test")
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Training produced a NaN or infinite loss; raised so the run stops with a non-zero exit."""
+    """Training produced a NaN or infinite loss, gradient or prediction; raised so the run stops with a
+    non-zero exit before anything non-finite reaches the weights or the checkpoints."""
+
+
+_FIX = (
+    "Check the inputs for extreme values, lower the learning rate (engine.optimizer.lr) or clip gradients "
+    "(trainer.gradient_clip_val)"
+)
 
 
 class ForecastingEngine(pl.LightningModule):
@@ -76,15 +83,27 @@ class ForecastingEngine(pl.LightningModule):
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, global step "
-                f"{self.global_step}, batch {batch_idx}: stopping before it reaches the weights. Check the inputs "
-                "for extreme values, lower the learning rate (engine.optimizer.lr) or clip gradients "
-                "(trainer.gradient_clip_val)"
+                f"{self.global_step}, batch {batch_idx}: stopping before it reaches the weights. {_FIX}"
             )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["y"].shape[0])
         return loss
 
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """A finite loss can still give inf/NaN gradients (overflow in the backward): refuse to apply them."""
+        for name, p in self.named_parameters():
+            if p.grad is not None and not torch.isfinite(p.grad).all():
+                raise NonFiniteLossError(
+                    f"non-finite gradient of {name} at epoch {self.current_epoch}, global step {self.global_step}: "
+                    f"stopping before it reaches the weights. {_FIX}"
+                )
+
     def _evaluate(self, batch: dict[str, torch.Tensor], prefix: str) -> None:
         pred = self(batch)
+        if not torch.isfinite(pred).all():
+            raise NonFiniteLossError(
+                f"non-finite predictions in {prefix} at epoch {self.current_epoch} (the weights or the inputs hold "
+                f"inf/NaN); no metric or checkpoint is written from them. {_FIX}"
+            )
         self.metrics[prefix].update(pred, batch["y"], batch["mask"])
         loss = self.loss_fn(pred, batch["y"], batch["mask"])
         self.log(f"{prefix}/loss", loss, on_epoch=True, batch_size=batch["y"].shape[0])
@@ -98,10 +117,24 @@ class ForecastingEngine(pl.LightningModule):
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         return self(batch)
 
+    @torch.no_grad()
+    def evaluate(self, dataloader) -> dict[str, float]:
+        """Metrics of one pass over ``dataloader`` in this process, without a Trainer (no distributed setup):
+        ``{"mae_h1": ..., "mae_avg": ...}``."""
+        test = self.metrics["test"]
+        metric = HorizonMetrics(test.horizon, test.mape_min_abs, sync_on_compute=False).to(self.device)
+        was_training = self.training
+        self.eval()
+        for batch in dataloader:
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            metric.update(self(batch), batch["y"], batch["mask"])
+        self.train(was_training)
+        return {k: float(v) for k, v in metric.compute().items()}
+
     def _log_epoch_metrics(self, prefix: str) -> None:
-        values = self.metrics[prefix].compute()
-        self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, prog_bar=False, sync_dist=False)
-        self.log(f"{prefix}/mae", values["mae_avg"], prog_bar=True)
+        values = self.metrics[prefix].compute()  # already reduced over ranks (torchmetrics states)
+        self.log_dict({f"{prefix}/{k}": v for k, v in values.items() if k != "mae_avg"})
+        self.log(f"{prefix}/mae_avg", values["mae_avg"], prog_bar=True)
         self.metrics[prefix].reset()
 
     def on_validation_epoch_end(self) -> None:

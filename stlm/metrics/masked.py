@@ -21,7 +21,8 @@ from torchmetrics import Metric
 
 
 def _masked_mean(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (err * mask).sum() / mask.sum().clamp_min(1.0)
+    # where, not err * mask: a missing target stored as NaN must not turn the mean into NaN (NaN * 0 = NaN).
+    return torch.where(mask > 0, err, 0.0).sum() / mask.sum().clamp_min(1.0)
 
 
 def masked_mae(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -58,8 +59,8 @@ class HorizonMetrics(Metric):
 
     full_state_update = False
 
-    def __init__(self, horizon: int, mape_min_abs: float = 0.0):
-        super().__init__()
+    def __init__(self, horizon: int, mape_min_abs: float = 0.0, **metric_kwargs):
+        super().__init__(**metric_kwargs)
         self.horizon = horizon
         self.mape_min_abs = mape_min_abs
         for name in ("abs_err", "sq_err", "count", "ape", "ape_count"):
@@ -71,15 +72,15 @@ class HorizonMetrics(Metric):
                 f"HorizonMetrics: pred {tuple(pred.shape)}, target {tuple(target.shape)} and mask {tuple(mask.shape)} "
                 f"must all be [B, H={self.horizon}, N, C]"
             )
-        pred, target, mask = pred.double(), target.double(), mask.double()
+        pred, target, observed = pred.double(), target.double(), mask > 0
         dims = (0, 2, 3)
-        err = pred - target
-        self.abs_err += (err.abs() * mask).sum(dims)
-        self.sq_err += (err**2 * mask).sum(dims)
-        self.count += mask.sum(dims)
-        ape_mask = mask * (target.abs() > self.mape_min_abs)
-        self.ape += (err.abs() / target.abs().clamp_min(1e-12) * ape_mask).sum(dims)
-        self.ape_count += ape_mask.sum(dims)
+        err = torch.where(observed, pred - target, 0.0)  # missing targets count for nothing, even if NaN
+        self.abs_err += err.abs().sum(dims)
+        self.sq_err += (err**2).sum(dims)
+        self.count += observed.double().sum(dims)
+        relevant = observed & (target.abs() > self.mape_min_abs)
+        self.ape += torch.where(relevant, err.abs() / target.abs().clamp_min(1e-12), 0.0).sum(dims)
+        self.ape_count += relevant.double().sum(dims)
 
     def compute(self) -> dict[str, torch.Tensor]:
         count = self.count.clamp_min(1.0)
