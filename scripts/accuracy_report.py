@@ -56,11 +56,21 @@ def train(model: str, overrides: list[str], workdir: Path) -> tuple[dict, float]
     return record["test_metrics"], seconds
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def section(name: str, rows: dict[str, tuple[dict, float]], overrides: list[str], horizons: list[int]) -> str:
     cols = [f"MAE@{h}" for h in horizons] + ["MAE avg"] + [f"RMSE@{h}" for h in horizons] + [f"MAPE@{h} %" for h in horizons] + ["time (s)"]
     lines = [f"## {name}", "", f"Command: `python scripts/accuracy_report.py --name {name} --models {' '.join(rows)}"
              + (f" -- {' '.join(overrides)}`" if overrides else "`"),
-             f"Machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
+             f"Machine: {cpu_name()}, "
              f"{len(os.sched_getaffinity(0))} cores; {time.strftime('%Y-%m-%d')}. Test split, original units; "
              "@h = horizon h steps ahead; time = whole run (data, training, test).", "",
              "| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
