@@ -22,6 +22,11 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+# Set on a run once everything (metrics, artifacts, registration) was logged: a sweep rerun skips such runs.
+COMPLETE_TAG = "stlm.complete"
+# Keys of conf/train.yaml that change where or whether a run happens, not its result: not part of the hash.
+NOT_HASHED = ("ckpt_path", "paths", "run_name", "hydra", "sweep_id", "skip_finished", "register")
+
 
 def resolve_tracking_uri(tracking_uri: str | None = None) -> str:
     """The URI to use: the argument, else ``MLFLOW_TRACKING_URI``, else a SQLite file in the working directory."""
@@ -54,6 +59,49 @@ def ensure_store(tracking_uri: str) -> None:
         ) from err
 
 
+def tracking_uri_of(cfg: DictConfig) -> str | None:
+    """The tracking URI a training config logs to, or None for ``logger=none``."""
+    logger = cfg.get("logger")
+    if not logger or str(logger.get("_target_", "")).endswith("no_logger"):
+        return None
+    return resolve_tracking_uri(logger.get("tracking_uri"))
+
+
+def ensure_experiment(tracking_uri: str, name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment ``name``, created if missing; safe when parallel jobs create it at the same time."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    for attempt in range(3):
+        exp = client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                raise ValueError(f"experiment={name!r} is deleted in {tracking_uri}: restore it (mlflow experiments "
+                                 "restore) or choose another experiment name")
+            return exp.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location or default_artifact_location(tracking_uri))
+        except Exception:  # another job created it between our lookup and create: look it up again
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def reproducibility_tags() -> dict[str, str]:
+    """Library versions and the CPU thread count (CPU results depend on how reductions are split over threads)."""
+    import platform
+
+    import mlflow
+    import numpy
+    import pytorch_lightning
+    import torch
+
+    return {
+        "python": platform.python_version(), "torch": torch.__version__, "lightning": pytorch_lightning.__version__,
+        "mlflow": mlflow.__version__, "numpy": numpy.__version__, "torch_threads": str(torch.get_num_threads()),
+    }
+
+
 def mlflow_logger(
     experiment_name: str,
     tracking_uri: str | None = None,
@@ -67,6 +115,7 @@ def mlflow_logger(
 
     uri = resolve_tracking_uri(tracking_uri)
     ensure_store(uri)
+    ensure_experiment(uri, experiment_name, artifact_location)
     return MLFlowLogger(
         experiment_name=experiment_name,
         run_name=run_name,
@@ -96,7 +145,7 @@ def flatten_config(cfg: DictConfig | dict, prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def config_hash(cfg: DictConfig, ignore: tuple[str, ...] = ("ckpt_path", "paths", "run_name", "hydra")) -> str:
+def config_hash(cfg: DictConfig, ignore: tuple[str, ...] = NOT_HASHED) -> str:
     """Hash of the resolved configuration minus keys that do not change the result (paths, resume flags)."""
     container = OmegaConf.to_container(cfg, resolve=False)
     for key in ignore:

@@ -3,7 +3,9 @@
 Builds the datamodule, the model (sizes from the data), the engine and the trainer from the Hydra config,
 trains with best/last checkpoints, tests the best checkpoint, evaluates reference baselines on the same test
 split, logs everything to MLflow and prints where the results went. ``ckpt_path=last`` resumes the latest run
-of the same configuration (same checkpoint directory, same MLflow run).
+of the same configuration (same checkpoint directory, same MLflow run). In a sweep (``-m``) every run is tagged
+with the sweep id, and configurations that already finished in the experiment are skipped (``stlm.sweeps``);
+``register=NAME`` registers the best checkpoint in the MLflow model registry (``stlm.registry``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import stlm
 from stlm.io.atomic import atomic_write_text
 from stlm.reporting import metrics_table
 from stlm.runs import RunRecord, resolve_checkpoint
-from stlm.tracking import config_hash, flatten_config, git_sha, resolve_tracking_uri
+from stlm.sweeps import find_finished_run, should_skip
+from stlm.tracking import (
+    COMPLETE_TAG, config_hash, flatten_config, git_sha, reproducibility_tags, resolve_tracking_uri, tracking_uri_of,
+)
 
 log = logging.getLogger("stlm.train")
 
@@ -43,6 +48,31 @@ def _overrides_yaml() -> str | None:
         return OmegaConf.to_yaml(list(HydraConfig.get().overrides.task))
     except ValueError:
         return None
+
+
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
+def _skipped(cfg: DictConfig, chash: str) -> dict[str, Any] | None:
+    """The result of an earlier finished run of this configuration, when this run may be skipped; else None."""
+    uri = tracking_uri_of(cfg)
+    if uri is None or not should_skip(cfg, _in_multirun()):
+        return None
+    finished = find_finished_run(uri, cfg.experiment, chash)
+    if finished is None:
+        return None
+    test = {k.removeprefix("test/"): v for k, v in finished.data.metrics.items() if k.startswith("test/")}
+    print(f"skipped: configuration {chash} already finished in MLflow run {finished.info.run_id} "
+          f"(experiment {cfg.experiment!r}, {uri}); nothing trained. skip_finished=false trains it again.")
+    return {"run_id": finished.info.run_id, "skipped": True, "test": test, "baselines": {}, "best_checkpoint": None,
+            "run_dir": None, "tracking_uri": uri, "n_parameters": None}
 
 
 def build_engine(model_cfg: DictConfig, engine_cfg: DictConfig, datamodule):
@@ -78,9 +108,13 @@ def run(cfg: DictConfig, extra_callbacks: Sequence = ()) -> dict[str, Any]:
     import pytorch_lightning as pl
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+    from stlm.throughput import Throughput
+
     is_rank_zero = rank_zero_only.rank == 0  # DDP re-runs this function in every rank
-    pl.seed_everything(cfg.seed, workers=True)
     chash = config_hash(cfg)
+    if (skipped := _skipped(cfg, chash)) is not None:
+        return skipped
+    pl.seed_everything(cfg.seed, workers=True)
     ckpt, resumed = resolve_checkpoint(cfg.ckpt_path, cfg.paths.outputs_root, chash)
     if resumed is not None:  # keep writing into the resumed run's directory and MLflow run
         cfg.paths.output_dir = resumed.run_dir
@@ -104,8 +138,10 @@ def run(cfg: DictConfig, extra_callbacks: Sequence = ()) -> dict[str, Any]:
     tags = {
         "stlm.version": stlm.__version__, "git_sha": git_sha(), "data_fingerprint": datamodule.fingerprint(),
         "seed": str(cfg.seed), "config_hash": chash, "model": model_name, "dataset": cfg.dataset.name,
-        "torch": torch.__version__,
+        **reproducibility_tags(),
     }
+    if cfg.get("sweep_id"):
+        tags["sweep_id"] = str(cfg.sweep_id)
     logger = instantiate(cfg.logger, _partial_=True)(
         experiment_name=cfg.experiment, run_name=cfg.run_name, tags=tags,
         run_id=resumed.mlflow_run_id if resumed else None,
@@ -126,10 +162,11 @@ def run(cfg: DictConfig, extra_callbacks: Sequence = ()) -> dict[str, Any]:
             params["model.n_parameters"] = str(n_params)
             logger.log_hyperparams(params)
 
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + list(extra_callbacks)
+    throughput = Throughput()
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [throughput, *extra_callbacks]
     trainer = instantiate(cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
     try:
-        return _fit_and_report(cfg, trainer, engine, datamodule, logger, record, ckpt, model_name, n_params)
+        return _fit_and_report(cfg, trainer, engine, datamodule, logger, record, ckpt, model_name, n_params, throughput)
     except BaseException:
         if is_rank_zero:
             record.status = "failed"
@@ -137,7 +174,8 @@ def run(cfg: DictConfig, extra_callbacks: Sequence = ()) -> dict[str, Any]:
         raise
 
 
-def _fit_and_report(cfg, trainer, engine, datamodule, logger, record: RunRecord, ckpt, model_name: str, n_params: int):
+def _fit_and_report(cfg, trainer, engine, datamodule, logger, record: RunRecord, ckpt, model_name: str, n_params: int,
+                    throughput):
     """Fit (or only evaluate a fitted model), test the best checkpoint, score the baselines, log, report."""
     if engine.has_trainable_parameters:
         trainer.fit(engine, datamodule=datamodule, ckpt_path=ckpt)
@@ -162,8 +200,14 @@ def _fit_and_report(cfg, trainer, engine, datamodule, logger, record: RunRecord,
         for config_file in ("resolved_config.yaml", "overrides.yaml"):
             if (output_dir / config_file).exists():
                 client.log_artifact(run_id, str(output_dir / config_file), artifact_path="config")
+        for key, value in throughput.metrics().items():
+            client.log_metric(run_id, key, value)
+        client.set_tag(run_id, "deterministic_algorithms", str(torch.are_deterministic_algorithms_enabled()))
         if best:
             client.log_artifact(run_id, best, artifact_path="checkpoints")
+        if cfg.get("register"):
+            _register(cfg.register, run_id, record.tracking_uri, has_checkpoint=bool(best))
+        client.set_tag(run_id, COMPLETE_TAG, "true")  # last: a sweep rerun skips only fully logged runs
 
     record.status, record.best_checkpoint, record.test_metrics = "finished", best, test
     record.save()
@@ -176,6 +220,16 @@ def _fit_and_report(cfg, trainer, engine, datamodule, logger, record: RunRecord,
     if logger:
         print(f"MLflow run    : {logger.run_id} (experiment {cfg.experiment!r}, {record.tracking_uri})")
     return result
+
+
+def _register(name: str, run_id: str, tracking_uri: str, has_checkpoint: bool) -> None:
+    from stlm.registry import register_checkpoint
+
+    if not has_checkpoint:
+        log.warning("register=%s: this model was fitted, not trained, and wrote no checkpoint; nothing registered", name)
+        return
+    version = register_checkpoint(name, run_id, tracking_uri)
+    print(f"registered    : models:/{name}/{version.version} (run {run_id})")
 
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
