@@ -52,3 +52,14 @@ def check_coverage(calendar: np.ndarray, periods: dict[str, tuple[int, int]], or
             stacklevel=2,
         )
     return {"time_of_day": not missing_slots, "day_of_week": not missing_days}
+
+
+def future_calendar(now: "torch.Tensor", steps: int, n_slots: int) -> "torch.Tensor":
+    """Calendar indices of the ``steps`` steps after ``now``: now [B, 2] (slot, day) -> [B, steps, 2].
+
+    Slots wrap at midnight into the next day of the week (the day index wraps after Sunday)."""
+    import torch
+
+    ahead = torch.arange(1, steps + 1, device=now.device)
+    total = now[:, None, 0] + ahead  # [B, steps]
+    return torch.stack([total % n_slots, (now[:, None, 1] + total // n_slots) % 7], dim=-1)

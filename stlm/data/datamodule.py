@@ -42,6 +42,8 @@ class SpatioTemporalDataModule(pl.LightningDataModule):
         scaler_per_node: scale each node separately instead of each channel.
         unobserved_nodes: what to do with nodes never observed in the training period: ``keep`` them
             (reported; the model sees them as missing inputs) or ``drop`` them from the data set.
+        history_across_splits: let validation and test inputs reach back into earlier periods (targets never
+            do; see :mod:`stlm.data.splits`). Needed for windows longer than the validation period.
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class SpatioTemporalDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         scaler_per_node: bool = False,
         unobserved_nodes: str = "keep",
+        history_across_splits: bool = False,
     ):
         super().__init__()
         for name, value in (("window", window), ("horizon", horizon), ("stride", stride), ("batch_size", batch_size)):
@@ -74,6 +77,7 @@ class SpatioTemporalDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.scaler = StandardScaler(per_node=scaler_per_node)
         self.unobserved_nodes = unobserved_nodes
+        self.history_across_splits = bool(history_across_splits)
         self.series: SpatioTemporalSeries | None = None
         self.datasets: dict[str, WindowDataset] = {}
         self._spec: DataSpec | None = None
@@ -99,7 +103,9 @@ class SpatioTemporalDataModule(pl.LightningDataModule):
         calendar = calendar_index(series.timestamps, n_slots)
         coverage = check_coverage(calendar, self.periods, series.origin or series.name)
         self.series, self.calendar = series, calendar
-        starts = self.split.sample_starts(series.n_steps, self.window, self.horizon, self.stride)
+        starts = self.split.sample_starts(
+            series.n_steps, self.window, self.horizon, self.stride, history_across_splits=self.history_across_splits
+        )
         tensors = dict(
             scaled=torch.from_numpy(scaled),
             values=torch.from_numpy(series.values),
@@ -134,12 +140,15 @@ class SpatioTemporalDataModule(pl.LightningDataModule):
         where = series.origin or series.name
         for name in SPLITS:
             a, b = self.periods[name]
-            if b - a < span:
+            # With history across splits, a val/test sample needs only its targets inside the period.
+            needed, room = (self.horizon, b) if self.history_across_splits and name != "train" else (span, b - a)
+            if room < span or b - a < needed:
                 raise DataValidationError(
                     f"{where}: dataset.window ({self.window}) + dataset.horizon ({self.horizon}) = {span} steps do not "
                     f"fit in the {name} period, which has {b - a} of the series' {series.n_steps} steps "
                     f"(split {self.split.train}/{self.split.val}/{self.split.test}); use a shorter window or horizon, "
-                    "a longer series, or other dataset.split fractions"
+                    "a longer series, other dataset.split fractions"
+                    + ("" if self.history_across_splits else ", or dataset.history_across_splits=true")
                 )
 
     def _handle_unobserved_nodes(self, series: SpatioTemporalSeries) -> SpatioTemporalSeries:

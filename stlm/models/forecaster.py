@@ -6,6 +6,15 @@
 
 With ``seasonal_prior=True`` (:mod:`stlm.models.seasonal_prior`) the network forecasts departures from each
 node's seasonal training profile, fitted by ``fit_from_data``.
+
+Recurrent (streaming) mode, for a temporal mixer with a state (the selective SSM):
+
+    state = model.init_state(batch, n_nodes)
+    forecast, state = model.step(x_t, x_time_t, state)     x_t [B, N, C] scaled (NaN = missing), x_time_t [B, 2]
+
+The state holds each block's per-node SSM state and the head's buffer of the last ``head_steps`` normalized
+hidden states: its size is fixed, so a step costs the same whatever the history length. Stepping through a
+history from ``init_state`` gives the forecast of ``forward`` on that history as one window, for any length.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from stlm.data.calendar import future_calendar
 from stlm.data.spec import DataSpec
 from stlm.models.seasonal_prior import SeasonalPrior
 from stlm.nn.block import MixerFactory, STBlock
@@ -33,6 +43,8 @@ class STLMForecaster(nn.Module):
         head: ``flatten`` (reads the whole window) or ``last`` (the last step's state).
         kernels: kernel backend of the mixers (``auto``, ``reference``, ``chunked``, ``triton``).
         seasonal_prior: forecast the departure from each node's time-of-week training mean (see above).
+        head_steps: how many of the latest hidden states the ``flatten`` head reads (null = the whole window;
+            set it for long windows, whose older history the SSM state already summarizes).
     """
 
     def __init__(
@@ -47,6 +59,7 @@ class STLMForecaster(nn.Module):
         head: str = "flatten",
         kernels: str = "auto",
         seasonal_prior: bool = True,
+        head_steps: int | None = None,
     ):
         super().__init__()
         self.spec = spec
@@ -57,7 +70,8 @@ class STLMForecaster(nn.Module):
         self.blocks = nn.ModuleList(
             STBlock(d_model, temporal, spatial, mlp_ratio=mlp_ratio, dropout=dropout, kernels=kernels) for _ in range(n_layers)
         )
-        self.head = ForecastHead(spec.window, d_model, spec.horizon, spec.n_channels, mode=head)
+        self.head = ForecastHead(spec.window, d_model, spec.horizon, spec.n_channels, mode=head, steps=head_steps)
+        self.n_slots = max(1, round(24 * 60 / spec.interval_minutes))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = batch["x"]
@@ -67,10 +81,62 @@ class STLMForecaster(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         h = self.embed(self.prior.features(batch), batch["x_time"])
-        for block in self.blocks:
-            h = block(h)
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            # Only the steps the head reads leave the last block (exact; see STBlock.forward).
+            h = block(h, keep_last=self.head.steps_read if i == last else None)
         return self.prior.add(self.head(h), batch)
 
     def fit_from_data(self, datamodule) -> None:
         """Fit the seasonal prior on the training period (nothing to do without it)."""
         self.prior.fit_from_data(datamodule)
+
+    # ----- recurrent mode -------------------------------------------------------------------------------------
+
+    def init_state(self, batch: int, n_nodes: int | None = None, device=None) -> dict[str, torch.Tensor]:
+        """The state before the first observation: a flat dict of tensors (saveable with ``torch.save``)."""
+        n_nodes = self.spec.n_nodes if n_nodes is None else n_nodes
+        if n_nodes != self.spec.n_nodes:
+            raise ValueError(f"init_state: the model was built for {self.spec.n_nodes} nodes, got n_nodes={n_nodes}")
+        d = self.head.norm.normalized_shape[0]
+        state = {"head": torch.zeros(batch, self.head.steps_read, n_nodes, d, device=device)}
+        for i, block in enumerate(self.blocks):
+            for key, tensor in (block.init_state(batch, n_nodes, device=device) or {}).items():
+                state[f"blocks.{i}.{key}"] = tensor
+        return state
+
+    def step(
+        self,
+        x_t: torch.Tensor,
+        x_time_t: torch.Tensor,
+        state: dict[str, torch.Tensor],
+        x_mask_t: torch.Tensor | None = None,
+        y_time: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Take one observation and forecast the next ``horizon`` steps.
+
+        Args:
+            x_t: [B, N, C] scaled values of this step; NaN marks a missing reading when ``x_mask_t`` is None.
+            x_time_t: [B, 2] (time-of-day slot, day of week) of this step.
+            state: from :meth:`init_state` or the previous step (not modified).
+            x_mask_t: [B, N, C] 1 = observed (default: where x_t is finite).
+            y_time: [B, H, 2] calendar of the forecast steps (default: the steps after ``x_time_t``).
+        Returns:
+            forecast [B, H, N, C] scaled, and the new state.
+        """
+        if x_mask_t is None:
+            x_mask_t = torch.isfinite(x_t).to(x_t.dtype)
+        x_t = torch.nan_to_num(x_t) * x_mask_t
+        if y_time is None:
+            y_time = future_calendar(x_time_t, self.spec.horizon, self.n_slots)
+        one = {"x": x_t[:, None], "x_mask": x_mask_t[:, None], "x_time": x_time_t[:, None], "y_time": y_time}
+        h = self.embed(self.prior.features(one), one["x_time"])[:, 0]  # [B, N, d]
+        new_state = {}
+        for i, block in enumerate(self.blocks):
+            prefix = f"blocks.{i}."
+            block_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)} or None
+            h, block_state = block.step(h, block_state)
+            new_state.update({prefix + k: v for k, v in (block_state or {}).items()})
+        buffer = torch.cat([state["head"][:, 1:], self.head.norm(h)[:, None]], dim=1)
+        new_state["head"] = buffer
+        return self.prior.add(self.head.project(buffer), one), new_state

@@ -4,30 +4,53 @@
     returns [B, H, N, C]        (scaled units)
 
 ``flatten`` reads the whole window of hidden states (a linear map from T * d_model, as STAEformer's output
-layer); ``last`` reads only the last step's state (what a recurrent, streaming forecaster has at hand).
+layer); ``last`` reads only the last step's state. Given more steps than the trained window, ``flatten`` reads
+the last ``window`` of them; given fewer, the missing oldest steps count as zeros after the norm (what a
+streaming forecaster's buffer holds before it has seen a whole window), so any history length is accepted.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 HEAD_MODES = ("flatten", "last")
 
 
 class ForecastHead(nn.Module):
-    def __init__(self, window: int, d_model: int, horizon: int, n_channels: int, mode: str = "flatten"):
+    def __init__(self, window: int, d_model: int, horizon: int, n_channels: int, mode: str = "flatten", steps: int | None = None):
         super().__init__()
         if mode not in HEAD_MODES:
             raise ValueError(f"model.head={mode!r}; choose one of {list(HEAD_MODES)}")
-        self.mode, self.horizon, self.n_channels = mode, horizon, n_channels
+        if steps is not None and (not isinstance(steps, int) or steps < 1):
+            raise ValueError(f"model.head_steps must be a positive integer or null (the whole window), got {steps!r}")
+        # ``flatten`` reads the last ``steps`` states (the whole window by default; fewer for long windows,
+        # where the SSM has already summarized the older history into its state).
+        window = min(window, steps) if steps is not None else window
+        self.mode, self.window, self.horizon, self.n_channels = mode, window, horizon, n_channels
         d_in = window * d_model if mode == "flatten" else d_model
         self.norm = nn.LayerNorm(d_model)
         self.proj = nn.Linear(d_in, horizon * n_channels)
 
+    @property
+    def steps_read(self) -> int:
+        """How many of the latest (normalized) hidden states a forecast reads."""
+        return self.window if self.mode == "flatten" else 1
+
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        B, T, N, d = h.shape
-        h = self.norm(h)
-        feats = h.permute(0, 2, 1, 3).reshape(B, N, T * d) if self.mode == "flatten" else h[:, -1]
+        return self.project(self.norm(h))
+
+    def project(self, normed: torch.Tensor) -> torch.Tensor:
+        """Normalized hidden states [B, T, N, d] (any T) -> forecast [B, H, N, C]."""
+        B, T, N, d = normed.shape
+        if self.mode == "last":
+            feats = normed[:, -1]
+        else:
+            if T > self.window:
+                normed = normed[:, T - self.window :]
+            elif T < self.window:
+                normed = F.pad(normed, (0, 0, 0, 0, self.window - T, 0))
+            feats = normed.permute(0, 2, 1, 3).reshape(B, N, self.window * d)
         out = self.proj(feats).view(B, N, self.horizon, self.n_channels)
         return out.permute(0, 2, 1, 3)

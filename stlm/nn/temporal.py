@@ -13,6 +13,15 @@ block), with inner width ``E = expand * d_model`` and state size ``n = d_state``
 
 The scan runs through :mod:`stlm.kernels` (the backend is chosen once per device and dtype). Everything is causal:
 the output at step t depends on inputs up to t only.
+
+Recurrent mode. The block's whole memory of the past is a fixed-size state per sequence,
+
+    conv  [batch, d_conv - 1, E]   the last d_conv - 1 inputs of the causal convolution
+    ssm   [batch, E, n]            the recurrence's h_t (float32)
+
+so a stream can be continued one step at a time (:meth:`SelectiveSSM.step`, the kernels' state update) or a
+chunk at a time (``forward(x, state, return_state=True)``), at a cost that does not depend on how long the
+history is. A zero state is the start of a sequence: stepping from :meth:`init_state` equals the windowed forward.
 """
 
 from __future__ import annotations
@@ -58,6 +67,7 @@ class SelectiveSSM(nn.Module):
         self.D = nn.Parameter(torch.ones(E))
         self._init_dt(dt_min, dt_max)
         self.scan_backend = KernelChoice("selective_scan", backend)
+        self.step_backend = KernelChoice("selective_state_update", backend)
 
     def _init_dt(self, dt_min: float, dt_max: float) -> None:
         """Mamba's step-size init: softplus(dt_bias) log-uniform in [dt_min, dt_max]."""
@@ -66,26 +76,63 @@ class SelectiveSSM(nn.Module):
         with torch.no_grad():
             self.dt_proj.bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch, L, _ = x.shape
+    def init_state(self, batch: int, device=None) -> dict[str, torch.Tensor]:
+        """The state before the first step of ``batch`` sequences (all zeros)."""
+        return {
+            "conv": torch.zeros(batch, self.d_conv - 1, self.d_inner, device=device),
+            "ssm": torch.zeros(batch, self.d_inner, self.d_state, device=device),
+        }
+
+    def forward(
+        self, x: torch.Tensor, state: dict[str, torch.Tensor] | None = None, return_state: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """x [batch, L, d_model] -> [batch, L, d_model]; continues from ``state`` (None = a fresh sequence) and
+        also returns the state after the last step when ``return_state``."""
         u, z = self.in_proj(x).chunk(2, dim=-1)  # [batch, L, E] each
-        u = F.silu(self.causal_conv(u))
-        dt_r, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        conv_history = None if state is None else state["conv"].to(u.dtype)
+        u_conv = F.silu(self.causal_conv(u, conv_history))
+        dt_r, B, C = self.x_proj(u_conv).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = dt_r @ self.dt_proj.weight.t()  # [batch, L, E]; the bias enters the scan as delta_bias
         A = -torch.exp(self.A_log.float())
         # The backend's implementation, resolved once per device and dtype (shapes are ours: no re-validation).
         # It takes Mamba's channel-major layout [batch, E, L]: transposed views, no copies here.
         scan = self.scan_backend(x.device, x.dtype)
-        y = scan(
-            u.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=self.D.float(),
+        result = scan(
+            u_conv.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=self.D.float(),
             z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+            initial_state=None if state is None else state["ssm"], return_final_state=return_state,
         )
-        return self.out_proj(y.transpose(1, 2))
+        if not return_state:
+            return self.out_proj(result.transpose(1, 2))
+        y, ssm = result
+        prefix = conv_history if conv_history is not None else u.new_zeros(u.shape[0], self.d_conv - 1, u.shape[2])
+        full = torch.cat([prefix, u], dim=1)  # the convolution's input stream, oldest first
+        conv = full[:, full.shape[1] - (self.d_conv - 1) :]
+        return self.out_proj(y.transpose(1, 2)), {"conv": conv, "ssm": ssm}
 
-    def causal_conv(self, u: torch.Tensor) -> torch.Tensor:
-        """Depthwise causal convolution: out_t = bias + sum_k w_k * u_{t - (d_conv - 1) + k}; u [batch, L, E]."""
+    def step(self, x_t: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One time step: x_t [batch, d_model] -> (out [batch, d_model], new state); O(1) in the history length."""
+        u, z = self.in_proj(x_t).chunk(2, dim=-1)  # [batch, E]
+        window = torch.cat([state["conv"].to(u.dtype), u[:, None]], dim=1)  # [batch, d_conv, E], oldest first
+        u_conv = F.silu(self.conv_bias + (window * self.conv_weight).sum(1))
+        dt_r, B, C = self.x_proj(u_conv).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = dt_r @ self.dt_proj.weight.t()
+        update = self.step_backend(x_t.device, x_t.dtype)
+        y, ssm = update(
+            state["ssm"], u_conv, dt, -torch.exp(self.A_log.float()), B, C, D=self.D.float(), z=z,
+            dt_bias=self.dt_proj.bias.float(), dt_softplus=True,
+        )
+        return self.out_proj(y), {"conv": window[:, 1:], "ssm": ssm}
+
+    def causal_conv(self, u: torch.Tensor, history: torch.Tensor | None = None) -> torch.Tensor:
+        """Depthwise causal convolution: out_t = bias + sum_k w_k * u_{t - (d_conv - 1) + k}; u [batch, L, E].
+
+        ``history`` [batch, d_conv - 1, E] holds the inputs before u's first step (zeros when None)."""
         L = u.shape[1]
-        padded = F.pad(u, (0, 0, self.d_conv - 1, 0))  # zeros before the first step
+        if history is None:
+            padded = F.pad(u, (0, 0, self.d_conv - 1, 0))  # zeros before the first step
+        else:
+            padded = torch.cat([history, u], dim=1)
         out = self.conv_bias + padded[:, :L] * self.conv_weight[0]
         for k in range(1, self.d_conv):
             out = out + padded[:, k : k + L] * self.conv_weight[k]
