@@ -1,0 +1,90 @@
+"""Load a trained forecaster from a training checkpoint, with what it needs to run on raw data.
+
+A checkpoint written by ``stlm.train`` holds the model weights (``state_dict``, prefixed ``model.``) and the
+``stlm`` metadata: the resolved configuration, the data spec and the fitted scaler. Rebuilding needs no data:
+the model is instantiated from the configuration and the spec, and every fitted buffer (the seasonal profile)
+comes from the weights. Loading never executes code from the file (``torch.load(weights_only=True)``).
+
+The **fingerprint** is a hash of the weights and the spec: state files of a streaming forecaster carry it, so a
+state can never be loaded into a different model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from torch import nn
+
+from stlm.data.scalers import StandardScaler
+from stlm.data.spec import DataSpec
+
+MODEL_PREFIX = "model."
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, with the path and the fix in the message."""
+
+
+@dataclass
+class TrainedModel:
+    model: nn.Module  # in eval mode, on CPU
+    spec: DataSpec
+    scaler: StandardScaler
+    config: dict[str, Any]  # the resolved training configuration
+    fingerprint: str
+    path: Path
+
+
+def spec_from_dict(data: dict) -> DataSpec:
+    """Inverse of :meth:`DataSpec.to_dict` (lists back to tuples; keys this version does not know are ignored)."""
+    names = {f.name for f in dataclasses.fields(DataSpec)}
+    return DataSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
+
+
+def model_fingerprint(model: nn.Module, spec: DataSpec) -> str:
+    """sha256 (16 hex digits) of the spec and every weight and buffer, in name order."""
+    digest = hashlib.sha256(json.dumps(spec.to_dict(), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def load_trained_model(path: str | Path) -> TrainedModel:
+    """The model of a training checkpoint, rebuilt and in eval mode (see the module docstring)."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass the best.ckpt or last.ckpt of a training run")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, wrong format, or a pickle that needs code to load
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:200]}); it may be "
+            "truncated or not a checkpoint written by stlm.train; use another checkpoint of the run (last.ckpt)"
+        ) from err
+    meta = checkpoint.get("stlm") if isinstance(checkpoint, dict) else None
+    if not meta or "config" not in meta or "spec" not in meta:
+        raise CheckpointError(f"checkpoint {path} has no stlm metadata (config, spec, scaler): was it written by stlm.train?")
+    spec = spec_from_dict(meta["spec"])
+    model_cfg = OmegaConf.create(meta["config"]["model"])
+    model = instantiate(model_cfg, _partial_=True)(spec=spec)
+    weights = {k[len(MODEL_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"checkpoint {path} does not match the model its configuration builds (missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}); it was written by another stlm version ({meta.get('stlm_version')})"
+        )
+    model.eval()
+    return TrainedModel(
+        model=model, spec=spec, scaler=StandardScaler.from_state_dict(meta["scaler"]), config=meta["config"],
+        fingerprint=model_fingerprint(model, spec), path=path,
+    )

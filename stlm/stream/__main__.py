@@ -1,0 +1,86 @@
+"""``python -m stlm.stream checkpoint=PATH``: streaming forecasts from a trained model (see conf/stream.yaml).
+
+``input=replay`` streams the training data set (or ``source.path=`` another file of the same layout) in time
+order and writes forecast chunks; ``input=stdin`` reads CSV lines ``timestamp,v1,...,vN`` (empty = missing) and
+prints one JSON forecast per line. Both save the state every ``save_every`` steps and resume from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+from hydra.utils import instantiate, to_absolute_path
+from omegaconf import DictConfig, OmegaConf
+
+from stlm.data.splits import ChronologicalSplit
+from stlm.stream.replay import replay, resolve_start
+from stlm.stream.streamer import Streamer
+
+log = logging.getLogger("stlm.stream")
+
+
+def _streamer(cfg: DictConfig, state_path: Path) -> Streamer:
+    streamer = Streamer.from_checkpoint(to_absolute_path(cfg.checkpoint))
+    if state_path.exists():
+        streamer.restore(state_path)
+        log.info("state %s: resuming after %s (%d steps seen)", state_path, streamer.last_time, streamer.steps_seen)
+    return streamer
+
+
+def run_replay(cfg: DictConfig) -> int:
+    output, state_path = Path(to_absolute_path(cfg.output)), Path(to_absolute_path(cfg.state))
+    streamer = _streamer(cfg, state_path)
+    dataset_cfg = streamer.trained.config["dataset"]
+    source_cfg = OmegaConf.merge(OmegaConf.create(dataset_cfg["source"]), OmegaConf.create(OmegaConf.to_container(cfg.source)))
+    series = instantiate(source_cfg).load()
+    periods = ChronologicalSplit(**dataset_cfg.get("split", {})).periods(series.n_steps)
+    start = resolve_start(cfg.start, series, periods)
+    written = replay(streamer, series, start, cfg.steps, output, state_path, cfg.save_every, cfg.warmup, cfg.pace_s)
+    print(f"{written} forecasts written to {output / 'forecasts'}; state {state_path} (last observation {streamer.last_time})")
+    return written
+
+
+def run_stdin(cfg: DictConfig) -> int:
+    state_path = Path(to_absolute_path(cfg.state))
+    streamer = _streamer(cfg, state_path)
+    count = 0
+    for line_number, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        stamp, *cells = line.rstrip("\n").split(",")
+        if len(cells) != streamer.spec.n_nodes * streamer.spec.n_channels:
+            raise SystemExit(
+                f"stdin line {line_number}: expected a timestamp and {streamer.spec.n_nodes * streamer.spec.n_channels} "
+                f"values (sensors x channels, empty = missing), got {len(cells)}"
+            )
+        values = np.array([float(c) if c.strip() else np.nan for c in cells], dtype=np.float32)
+        forecast = streamer.push(values.reshape(streamer.spec.n_nodes, streamer.spec.n_channels), stamp)
+        print(json.dumps({
+            "issued_at": forecast.issued_at.isoformat(),
+            "valid_times": [t.isoformat() for t in forecast.valid_times],
+            "values": np.round(forecast.values, 4).tolist(),
+        }), flush=True)
+        count += 1
+        if count % cfg.save_every == 0:
+            streamer.save(state_path)
+    streamer.save(state_path)
+    return count
+
+
+@hydra.main(config_path="../../conf", config_name="stream", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    if cfg.input == "replay":
+        run_replay(cfg)
+    elif cfg.input == "stdin":
+        run_stdin(cfg)
+    else:
+        raise SystemExit(f"input={cfg.input!r}: choose replay or stdin")
+
+
+if __name__ == "__main__":
+    main()
