@@ -20,6 +20,13 @@ class DataSpec:
         channels, units: names and units of the C channels.
         node_ids: the N token identifiers.
         adjacency: [N, N] edge weights (row = from, column = to), or None.
+        grid_shape: (n_lat, n_lon) when the N tokens are the cells of a lat-lon grid flattened latitude-major
+            (token ``n = i * n_lon + j``); None for sensors.
+        node_coords: [N, 2] (latitude, longitude) in degrees of every token, or None.
+        node_features: [N, S] static per-token features (e.g. sin/cos of latitude and longitude, land-sea mask),
+            or None.
+        time_features: number of columns of ``x_time``/``y_time`` (2 = slot, day of week; grids add a third,
+            the day of year 0..365).
     """
 
     n_nodes: int
@@ -33,6 +40,10 @@ class DataSpec:
     units: tuple[str, ...] = ()
     node_ids: tuple[str, ...] = field(default=(), repr=False)
     adjacency: np.ndarray | None = field(default=None, compare=False, repr=False)
+    grid_shape: tuple[int, int] | None = None
+    node_coords: np.ndarray | None = field(default=None, compare=False, repr=False)
+    node_features: np.ndarray | None = field(default=None, compare=False, repr=False)
+    time_features: int = 2
 
     def to_dict(self) -> dict:
         """JSON-friendly form (adjacency left out), stored in checkpoints and run metadata."""
@@ -47,4 +58,6 @@ class DataSpec:
             "channels": list(self.channels),
             "units": list(self.units),
             "node_ids": list(self.node_ids),
+            "grid_shape": None if self.grid_shape is None else list(self.grid_shape),
+            "time_features": self.time_features,
         }
