@@ -116,3 +116,34 @@ def resolve_checkpoint_from_uri(uri: str, tracking_uri: str | None = None, dst_d
         tracking_uri=tracking_uri,
     )
     return Path(local)
+
+
+def promote_run(run_id: str, alias: str, name: str | None = None, tracking_uri: str | None = None, client=None,
+                label: str = ""):
+    """Point ``models:/NAME@alias`` at the latest registered version of ``run_id`` and return that version.
+
+    ``name`` chooses the registered model when the run has versions under several names; when the run has no
+    version under ``name`` yet, its checkpoint is registered first. Without ``name`` the run must already have
+    a version (``stlm.train register=NAME``). ``label`` names the run's configuration in error messages.
+    """
+    what = f"the best run {run_id}" + (f" ({label})" if label else "")
+    client = client or _client(tracking_uri)
+    versions = versions_of_run(run_id, name, client=client)
+    if not versions:
+        if name is None:
+            raise ValueError(
+                f"promote={alias!r}: {what} has no registered model version; train with register=NAME, or pass "
+                "register=NAME to stlm.compare to register its checkpoint now (a fitted baseline has none: narrow "
+                "the comparison to trained models, e.g. tag=model=stlm)"
+            )
+        try:
+            versions = [register_checkpoint(name, run_id, client=client)]
+        except ValueError as err:
+            raise ValueError(f"promote={alias!r}: {what}: {err}") from err
+    names = sorted({v.name for v in versions})
+    if len(names) > 1:
+        raise ValueError(f"promote={alias!r}: {what} is registered under several models {names}; pass "
+                         "register=NAME to choose one")
+    version = max(versions, key=lambda v: int(v.version))
+    set_alias(version.name, alias, version.version, client=client)
+    return version

@@ -1,0 +1,57 @@
+"""Helpers shared by the comparison, sweep, registry and server tests: seconds-long trainings on an explicit store.
+
+Module-scoped fixtures cannot use ``monkeypatch``, so these pass the tracking URI as ``logger.tracking_uri``
+instead of through ``MLFLOW_TRACKING_URI``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from conftest import CONF_DIR, TINY_TRAFFIC
+
+# The tiny data and trainer without the STLM sizes (model.d_model, ...), for sweeps over other models.
+TINY_ANY_MODEL = [o for o in TINY_TRAFFIC if not o.startswith("model.")]
+
+
+def compose(config_name: str, overrides: list[str]):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+def train_tiny(root: Path, uri: str, name: str, model: str, *overrides: str) -> dict:
+    """One tiny training (``stlm.train.run``) of ``model`` into ``root/outputs/name``, logged to ``uri``."""
+    from stlm.train import run
+
+    tiny = TINY_TRAFFIC if model == "stlm" else TINY_ANY_MODEL
+    cfg = compose("train", [*tiny, f"model={model}", f"paths.outputs_root={root / 'outputs'}",
+                            f"paths.output_dir={root / 'outputs' / name}", f"logger.tracking_uri={uri}", *overrides])
+    return run(cfg)
+
+
+def compare_cfg(out: Path, uri: str, *overrides: str):
+    """``conf/compare.yaml`` writing into ``out`` and reading ``uri``."""
+    return compose("compare", [f"paths.output_dir={out}", f"tracking_uri={uri}", *overrides])
+
+
+def multirun_train(argv: list[str], monkeypatch) -> None:
+    """``python -m stlm.train -m ARGV`` in this process (Hydra's basic launcher runs the jobs one by one).
+
+    The same task function as ``stlm.train.main``, decorated with the absolute config directory: Hydra resolves
+    ``config_path="../conf"`` against the ``__main__`` file only when started with ``python -m``.
+    """
+    import hydra
+
+    from stlm.train import run
+
+    @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
+    def main(cfg) -> None:
+        run(cfg)
+
+    monkeypatch.setattr(sys, "argv", ["stlm.train", "-m", *argv])
+    monkeypatch.delenv("STLM_SWEEP_ID", raising=False)
+    main()
