@@ -25,10 +25,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
-import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -36,6 +34,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from bench_common import has_section, machine, mem_available, rss_bytes, run_worker  # noqa: E402
+from bench_common import write_section as _write_section  # noqa: E402
 
 SCAN_SIZE = dict(batch=4, d=64, n=16)
 SCAN_L = [256, 1024, 4096, 16384]
@@ -46,7 +48,6 @@ LARGE_GRAPH_N = 8600  # a LargeST-CA-sized sensor graph
 MODEL_STEP = dict(batch=16, nodes=207, window=12, d_model=64, layers=2)  # METR-LA-sized
 H200_BANDWIDTH = 4.8e12  # bytes/s
 MEMORY_SAFETY = 0.6  # run a measurement only if its estimated peak fits in this share of MemAvailable
-HEADER = "# Benchmarks\n\nMeasured figures of stlm; each section says how it was produced and how to rerun it.\n"
 
 
 # ----------------------------------------------------------------------------------------------- workers
@@ -99,11 +100,6 @@ def _step(fn, inputs: dict, mode: str, cotangent=None):
     out.backward(cotangent if cotangent is not None else torch.ones_like(out))
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def worker(spec: dict) -> dict:
     """One CPU measurement (runs in its own process)."""
     import torch
@@ -114,7 +110,7 @@ def worker(spec: dict) -> dict:
     _step(fn, _inputs(spec["op"], _tiny(spec["op"], spec["size"]), "cpu", dtype, grad), spec["mode"])  # warm-up
     inputs = _inputs(spec["op"], spec["size"], "cpu", dtype, grad)
     cotangent = None
-    rss0 = _rss_bytes()
+    rss0 = rss_bytes()
     times = []
     deadline = time.perf_counter() + spec["budget_s"]
     while len(times) < spec["max_reps"]:
@@ -202,25 +198,10 @@ def model_worker(spec: dict) -> dict:
 def measure(op, backend, mode, size, dtype="float32", budget_s=6.0, min_reps=3, max_reps=15, timeout=1800) -> dict:
     spec = dict(op=op, backend=backend, mode=mode, size=size, dtype=dtype, budget_s=budget_s, min_reps=min_reps,
                 max_reps=max_reps)
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
-    except subprocess.TimeoutExpired:
-        return dict(error=f"timed out after {timeout} s")
-    if res.returncode != 0:
-        return dict(error=(res.stderr.strip().splitlines() or ["failed"])[-1][:200])
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_worker(Path(__file__).resolve(), spec, timeout=timeout)
 
 
 # ------------------------------------------------------------------------------------------ CPU section
-
-
-def _mem_available() -> int:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def _reference_estimate(op: str, size: dict, mode: str) -> float:
@@ -231,20 +212,6 @@ def _reference_estimate(op: str, size: dict, mode: str) -> float:
         return (3.2 if mode == "fwd+bwd" else 2.2) * nn
     states = size["batch"] * size["d"] * size["n"] * size["L"] * 4
     return (9.0 if mode == "fwd+bwd" else 1.0) * states
-
-
-def _machine() -> str:
-    import torch
-
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return (f"{cpu}, {os.cpu_count()} cores, {ram:.1f} GiB RAM; Python {platform.python_version()}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
 
 
 def _fmt(r: dict | None, key: str, digits: int = 1) -> str:
@@ -270,7 +237,7 @@ def _run_table(op: str, rows: list[tuple[str, dict]], backends: list[str], quick
             for mode in ("fwd", "fwd+bwd"):
                 if backend == "reference":
                     need = _reference_estimate(op, size, mode)
-                    avail = _mem_available()
+                    avail = mem_available()
                     if need > MEMORY_SAFETY * avail:
                         results[label, backend, mode] = dict(skipped=True)
                         notes.append(f"{op} {label} reference {mode}: skipped, needs ~{need / 2**30:.1f} GiB and "
@@ -333,7 +300,7 @@ def cpu_section(quick: bool) -> str:
 
     b = SCAN_SIZE
     lines = [
-        f"Machine: {_machine()}.",
+        f"Machine: {machine()}.",
         f"Command: `python scripts/bench_kernels.py{' --quick' if quick else ''}` "
         f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {(time.time() - started) / 60:.0f} min; "
         f"load average {load0[0]:.2f} before, {load1[0]:.2f} after, on {os.cpu_count()} cores).",
@@ -502,25 +469,8 @@ achieved bandwidth against the H200's 4.8 TB/s; Triton vs SDPA flash attention a
 """
 
 
-def _has_section(path: Path, name: str) -> bool:
-    return path.exists() and f"<!-- bench_kernels:{name}:start -->" in path.read_text()
-
-
 def write_section(path: Path, name: str, title: str, body: str) -> None:
-    """Replace the text between this section's markers (or append the section) in ``path``."""
-    start, end = f"<!-- bench_kernels:{name}:start -->", f"<!-- bench_kernels:{name}:end -->"
-    block = f"{start}\n## {title}\n\n{body}{end}\n"
-    text = path.read_text() if path.exists() else HEADER
-    if start in text and end in text:
-        before, rest = text.split(start, 1)
-        after = rest.split(end, 1)[1].lstrip("\n")
-        text = before + block + ("\n" + after if after else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + block
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    _write_section(path, "bench_kernels", name, title, body)
 
 
 def main(argv=None) -> int:
@@ -547,7 +497,7 @@ def main(argv=None) -> int:
         elif args.gpu:
             print("no CUDA device: the GPU section needs one (scripts/device_check.sh on a GPU machine)")
             return 1
-        elif not _has_section(args.output, "gpu"):  # never overwrite figures measured on a GPU
+        elif not has_section(args.output, "bench_kernels", "gpu"):  # never overwrite figures measured on a GPU
             write_section(args.output, "gpu", "Kernels (GPU)", GPU_PENDING)
     return 0
 

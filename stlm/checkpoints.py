@@ -88,3 +88,30 @@ def load_trained_model(path: str | Path) -> TrainedModel:
         model=model, spec=spec, scaler=StandardScaler.from_state_dict(meta["scaler"]), config=meta["config"],
         fingerprint=model_fingerprint(model, spec), path=path,
     )
+
+
+def load_weights_into(model: nn.Module, path: str | Path, skip_prefixes: tuple[str, ...] = ()) -> list[str]:
+    """Copy a training checkpoint's model weights into ``model`` (fine-tuning, or a longer window of the same
+    model); parameters under ``skip_prefixes`` keep their current values. Returns the names copied.
+
+    Every other parameter must exist in both with the same shape: a mismatch is an error naming them."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise CheckpointError(f"model.init_weights={str(path)!r} does not exist; pass a best.ckpt or last.ckpt of a training run")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"model.init_weights: {path} cannot be read ({type(err).__name__}); is it a stlm checkpoint?") from err
+    source = {k[len(MODEL_PREFIX):]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith(MODEL_PREFIX)}
+    target = {k: v for k, v in model.state_dict().items() if not k.startswith(skip_prefixes)}
+    source = {k: v for k, v in source.items() if not k.startswith(skip_prefixes)}
+    missing, extra = sorted(set(target) - set(source)), sorted(set(source) - set(target))
+    shapes = [f"{k}: {tuple(source[k].shape)} vs {tuple(v.shape)}" for k, v in target.items() if k in source and source[k].shape != v.shape]
+    if missing or extra or shapes:
+        raise CheckpointError(
+            f"model.init_weights: {path} does not fit this model (missing {missing[:5]}, unexpected {extra[:5]}, "
+            f"shapes {shapes[:5]}); use a checkpoint of the same model configuration (only the window may differ "
+            "when model.head_steps is set)"
+        )
+    model.load_state_dict(source, strict=False)
+    return sorted(source)

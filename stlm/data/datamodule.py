@@ -44,6 +44,8 @@ class SpatioTemporalDataModule(pl.LightningDataModule):
             (reported; the model sees them as missing inputs) or ``drop`` them from the data set.
         history_across_splits: let validation and test inputs reach back into earlier periods (targets never
             do; see :mod:`stlm.data.splits`). Needed for windows longer than the validation period.
+        eval_stride: step between validation and test samples (1 = every sample; larger values evaluate a
+            regular subsample of forecast times, for models too costly to score at every step).
     """
 
     def __init__(
@@ -59,9 +61,11 @@ class SpatioTemporalDataModule(pl.LightningDataModule):
         scaler_per_node: bool = False,
         unobserved_nodes: str = "keep",
         history_across_splits: bool = False,
+        eval_stride: int = 1,
     ):
         super().__init__()
-        for name, value in (("window", window), ("horizon", horizon), ("stride", stride), ("batch_size", batch_size)):
+        for name, value in (("window", window), ("horizon", horizon), ("stride", stride), ("eval_stride", eval_stride),
+                            ("batch_size", batch_size)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"dataset.{name} must be a positive integer, got {value!r}")
         if unobserved_nodes not in UNOBSERVED_NODE_POLICIES:
@@ -78,6 +82,7 @@ class SpatioTemporalDataModule(pl.LightningDataModule):
         self.scaler = StandardScaler(per_node=scaler_per_node)
         self.unobserved_nodes = unobserved_nodes
         self.history_across_splits = bool(history_across_splits)
+        self.eval_stride = eval_stride
         self.series: SpatioTemporalSeries | None = None
         self.datasets: dict[str, WindowDataset] = {}
         self._spec: DataSpec | None = None
@@ -104,7 +109,8 @@ class SpatioTemporalDataModule(pl.LightningDataModule):
         coverage = check_coverage(calendar, self.periods, series.origin or series.name)
         self.series, self.calendar = series, calendar
         starts = self.split.sample_starts(
-            series.n_steps, self.window, self.horizon, self.stride, history_across_splits=self.history_across_splits
+            series.n_steps, self.window, self.horizon, self.stride, history_across_splits=self.history_across_splits,
+            eval_stride=self.eval_stride,
         )
         tensors = dict(
             scaled=torch.from_numpy(scaled),

@@ -42,14 +42,21 @@ class ChronologicalSplit:
         return {"train": (0, train_end), "val": (train_end, val_end), "test": (val_end, n_steps)}
 
     def sample_starts(
-        self, n_steps: int, window: int, horizon: int, stride: int = 1, history_across_splits: bool = False
+        self,
+        n_steps: int,
+        window: int,
+        horizon: int,
+        stride: int = 1,
+        history_across_splits: bool = False,
+        eval_stride: int = 1,
     ) -> dict[str, np.ndarray]:
-        """First step of every sample of each split, ``[n_samples]`` int64 per split."""
+        """First step of every sample of each split, ``[n_samples]`` int64 per split (every ``stride``-th in
+        training, every ``eval_stride``-th in validation and test)."""
         span = window + horizon
         starts = {}
         for name, (a, b) in self.periods(n_steps).items():
             if history_across_splits and name != "train":
                 a = max(a - window, 0)  # the first target may be the split's first step
             # A split with no room for one sample stays empty here; the datamodule decides if that is an error.
-            starts[name] = np.arange(a, max(b - span + 1, a), stride if name == "train" else 1, dtype=np.int64)
+            starts[name] = np.arange(a, max(b - span + 1, a), stride if name == "train" else eval_stride, dtype=np.int64)
         return starts

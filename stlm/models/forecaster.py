@@ -45,6 +45,9 @@ class STLMForecaster(nn.Module):
         seasonal_prior: forecast the departure from each node's time-of-week training mean (see above).
         head_steps: how many of the latest hidden states the ``flatten`` head reads (null = the whole window;
             set it for long windows, whose older history the SSM state already summarizes).
+        init_weights: a training checkpoint whose network weights this model starts from (fine-tuning; e.g. a
+            one-week window from a model trained on 12 steps with the same ``head_steps``). The seasonal prior
+            is fitted on this run's data, not copied.
     """
 
     def __init__(
@@ -60,6 +63,7 @@ class STLMForecaster(nn.Module):
         kernels: str = "auto",
         seasonal_prior: bool = True,
         head_steps: int | None = None,
+        init_weights: str | None = None,
     ):
         super().__init__()
         self.spec = spec
@@ -72,6 +76,7 @@ class STLMForecaster(nn.Module):
         )
         self.head = ForecastHead(spec.window, d_model, spec.horizon, spec.n_channels, mode=head, steps=head_steps)
         self.n_slots = max(1, round(24 * 60 / spec.interval_minutes))
+        self.init_weights = init_weights
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = batch["x"]
@@ -88,8 +93,12 @@ class STLMForecaster(nn.Module):
         return self.prior.add(self.head(h), batch)
 
     def fit_from_data(self, datamodule) -> None:
-        """Fit the seasonal prior on the training period (nothing to do without it)."""
+        """Fit the seasonal prior on the training period, then load ``init_weights`` if given."""
         self.prior.fit_from_data(datamodule)
+        if self.init_weights:
+            from stlm.checkpoints import load_weights_into  # here: checkpoints imports hydra, models must not need it
+
+            load_weights_into(self, self.init_weights, skip_prefixes=("prior.",))
 
     # ----- recurrent mode -------------------------------------------------------------------------------------
 
