@@ -8,6 +8,7 @@ stops training on a non-finite loss instead of letting NaN flow into the weights
 from __future__ import annotations
 
 import inspect
+from functools import partial
 from typing import Any, Callable
 
 import pytorch_lightning as pl
@@ -16,6 +17,7 @@ from torch import nn
 
 from stlm.data.scalers import StandardScaler
 from stlm.metrics.masked import HorizonMetrics, masked_loss
+from stlm.metrics.weighted import weighted_loss
 
 SPLIT_PREFIXES = ("val", "test")
 
@@ -31,6 +33,14 @@ _FIX = (
 )
 
 
+def _update_metric(metric, pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
+    """Metrics that read more of the batch (ACC needs the target times) declare ``takes_batch``."""
+    if getattr(metric, "takes_batch", False):
+        metric.update(pred, batch)
+    else:
+        metric.update(pred, batch["y"], batch["mask"])
+
+
 class ForecastingEngine(pl.LightningModule):
     """Train and evaluate ``model`` on batches of the data contract.
 
@@ -42,6 +52,12 @@ class ForecastingEngine(pl.LightningModule):
         optimizer: factory ``f(params) -> Optimizer`` (a ``_partial_`` config).
         scheduler: optional factory ``f(optimizer, total_steps=...) -> LRScheduler``, stepped every batch.
         mape_min_abs: targets with ``|y|`` at or below this are skipped by MAPE.
+        metrics: optional factory ``f(**metric_kwargs) -> Metric`` replacing the per-horizon sensor metrics
+            (grids pass latitude-weighted per-lead metrics, :class:`stlm.metrics.weighted.LeadMetrics`). Its
+            ``compute()`` must return ``mae_avg``; a metric with ``takes_batch = True`` is updated with
+            ``(pred, batch)`` instead of ``(pred, y, mask)``.
+        loss_weights: optional [N, C] weights of the training loss (grids: cos-latitude / channel std), so
+            the loss is ``sum w m err / sum w m``; None keeps the plain masked mean.
     """
 
     def __init__(
@@ -53,6 +69,8 @@ class ForecastingEngine(pl.LightningModule):
         optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         scheduler: Callable[..., Any] | None = None,
         mape_min_abs: float = 0.0,
+        metrics: Callable[..., Any] | None = None,
+        loss_weights: torch.Tensor | None = None,
     ):
         super().__init__()
         self.model = model
@@ -63,7 +81,10 @@ class ForecastingEngine(pl.LightningModule):
         mean, std = scaler.tensors()
         self.register_buffer("scale_mean", mean)
         self.register_buffer("scale_std", std)
-        self.metrics = nn.ModuleDict({p: HorizonMetrics(horizon, mape_min_abs) for p in SPLIT_PREFIXES})
+        self.metric_factory = metrics or partial(HorizonMetrics, horizon, mape_min_abs)
+        self.metrics = nn.ModuleDict({p: self.metric_factory() for p in SPLIT_PREFIXES})
+        # Data-derived and rebuilt from the data at every start: not part of the checkpoint's state.
+        self.register_buffer("loss_weights", loss_weights, persistent=False)
         # Filled by the entry point; saved with every checkpoint (config, data spec) so a forecast job can
         # rebuild the model without the original command line.
         self.checkpoint_metadata: dict[str, Any] = {}
@@ -79,7 +100,7 @@ class ForecastingEngine(pl.LightningModule):
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         pred = self(batch)
-        loss = self.loss_fn(pred, batch["y"], batch["mask"])
+        loss = self._loss(pred, batch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, global step "
@@ -87,6 +108,11 @@ class ForecastingEngine(pl.LightningModule):
             )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch["y"].shape[0])
         return loss
+
+    def _loss(self, pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.loss_weights is None:
+            return self.loss_fn(pred, batch["y"], batch["mask"])
+        return weighted_loss(self.loss_name, pred, batch["y"], batch["mask"], self.loss_weights)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """A finite loss can still give inf/NaN gradients (overflow in the backward): refuse to apply them."""
@@ -104,8 +130,8 @@ class ForecastingEngine(pl.LightningModule):
                 f"non-finite predictions in {prefix} at epoch {self.current_epoch} (the weights or the inputs hold "
                 f"inf/NaN); no metric or checkpoint is written from them. {_FIX}"
             )
-        self.metrics[prefix].update(pred, batch["y"], batch["mask"])
-        loss = self.loss_fn(pred, batch["y"], batch["mask"])
+        _update_metric(self.metrics[prefix], pred, batch)
+        loss = self._loss(pred, batch)
         self.log(f"{prefix}/loss", loss, on_epoch=True, batch_size=batch["y"].shape[0])
 
     def validation_step(self, batch, batch_idx):
@@ -121,13 +147,12 @@ class ForecastingEngine(pl.LightningModule):
     def evaluate(self, dataloader) -> dict[str, float]:
         """Metrics of one pass over ``dataloader`` in this process, without a Trainer (no distributed setup):
         ``{"mae_h1": ..., "mae_avg": ...}``."""
-        test = self.metrics["test"]
-        metric = HorizonMetrics(test.horizon, test.mape_min_abs, sync_on_compute=False).to(self.device)
+        metric = self.metric_factory(sync_on_compute=False).to(self.device)
         was_training = self.training
         self.eval()
         for batch in dataloader:
             batch = {k: v.to(self.device) for k, v in batch.items()}
-            metric.update(self(batch), batch["y"], batch["mask"])
+            _update_metric(metric, self(batch), batch)
         self.train(was_training)
         return {k: float(v) for k, v in metric.compute().items()}
 
