@@ -44,12 +44,31 @@ def default_artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
+def _probe_server(tracking_uri: str, timeout_s: float = 10.0) -> None:
+    """Fail within seconds when nothing answers at an MLflow server URI."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{tracking_uri.rstrip('/')}/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        pass  # something answers (a proxy, an auth layer): let the MLflow client report what it says
+    except OSError as err:
+        raise RuntimeError(
+            f"MLflow tracking store {tracking_uri!r} is not reachable ({type(err).__name__}: {err}). Start the "
+            "server (mlflow server --host 127.0.0.1 --port ...), fix MLFLOW_TRACKING_URI / logger.tracking_uri, "
+            "or run with logger=none"
+        ) from err
+
+
 def ensure_store(tracking_uri: str) -> None:
     """Create (or migrate) the tracking store once, and fail fast with a clear message if it is unreachable."""
     from mlflow.tracking import MlflowClient
 
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    if tracking_uri.startswith(("http://", "https://")):
+        _probe_server(tracking_uri)  # MLflow's own client retries a refused connection for minutes
     try:
         MlflowClient(tracking_uri).search_experiments(max_results=1)
     except Exception as err:  # mlflow raises several types (MlflowException, requests errors)

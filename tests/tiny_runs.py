@@ -55,3 +55,18 @@ def multirun_train(argv: list[str], monkeypatch) -> None:
     monkeypatch.setattr(sys, "argv", ["stlm.train", "-m", *argv])
     monkeypatch.delenv("STLM_SWEEP_ID", raising=False)
     main()
+
+
+def train_compare_promote(root: Path, uri: str, name: str = "tiny_linear") -> dict:
+    """The whole path on one tracking store: two seeds of a trained model registered as ``name``, a fitted
+    baseline, a comparison that promotes the best trained run to ``@champion``, and the checkpoint read back
+    through the registry. Returns what the callers assert on."""
+    from stlm.compare import compare
+    from stlm.registry import resolve_checkpoint_from_uri
+
+    trained = [train_tiny(root, uri, f"linear{s}", "linear", f"seed={s}", f"register={name}", "~baselines")
+               for s in (0, 1)]
+    train_tiny(root, uri, "last_value", "last_value", f"register={name}", "~baselines")  # nothing to register
+    result = compare(compare_cfg(root / "compare", uri, "tag=model:LinearForecaster", "promote=champion"))
+    champion = resolve_checkpoint_from_uri(f"models:/{name}@champion", tracking_uri=uri, dst_dir=root / "download")
+    return {"trained": trained, "compare": result, "champion": champion}
