@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 
-def metrics_table(rows: dict[str, dict[str, float]], horizons: list[int], metrics=("mae", "rmse", "mape")) -> str:
+def metrics_table(
+    rows: dict[str, dict[str, float]], horizons: list[int], metrics=("mae", "rmse", "mape"), suffixes: list[str] | None = None
+) -> str:
     """One line per model: ``metric@h`` columns for the chosen horizons plus the average over all horizons.
 
-    ``rows`` maps a model name to its ``{"mae_h3": ..., "mae_avg": ...}`` test metrics.
+    ``rows`` maps a model name to its ``{"mae_h3": ..., "mae_avg": ...}`` test metrics. ``suffixes`` replaces
+    the ``h{horizon}`` key suffixes (grids: ``["lead6h", "lead24h"]`` for ``rmse_lead6h``, ...).
     """
-    columns = [(m, f"h{h}") for m in metrics for h in horizons] + [(m, "avg") for m in metrics]
+    suffixes = suffixes if suffixes is not None else [f"h{h}" for h in horizons]
+    columns = [(m, s) for m in metrics for s in suffixes] + [(m, "avg") for m in metrics]
     header = ["model"] + [f"{m.upper()} {h}" for m, h in columns]
     lines = [header]
     for name, values in rows.items():

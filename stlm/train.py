@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import stlm
 from stlm.io.atomic import atomic_write_text
+from stlm.metrics.weighted import lead_name
 from stlm.reporting import metrics_table
 from stlm.runs import RunRecord, resolve_checkpoint
 from stlm.sweeps import find_finished_run, should_skip
@@ -80,7 +81,9 @@ def build_engine(model_cfg: DictConfig, engine_cfg: DictConfig, datamodule):
     model = instantiate(model_cfg, _partial_=True)(spec=datamodule.spec)
     if hasattr(model, "fit_from_data"):
         model.fit_from_data(datamodule)
-    return instantiate(engine_cfg, _partial_=True)(model=model, scaler=datamodule.scaler, horizon=datamodule.spec.horizon)
+    # Grids bring their own metrics (lat-weighted, per lead) and loss weights: ClimateDataModule.engine_options.
+    options = datamodule.engine_options() if hasattr(datamodule, "engine_options") else {}
+    return instantiate(engine_cfg, _partial_=True)(model=model, scaler=datamodule.scaler, horizon=datamodule.spec.horizon, **options)
 
 
 def _test_metrics(results: list[dict]) -> dict[str, float]:
@@ -89,13 +92,14 @@ def _test_metrics(results: list[dict]) -> dict[str, float]:
 
 
 def evaluate_baselines(cfg: DictConfig, datamodule) -> dict[str, dict[str, float]]:
-    """Test metrics of the reference baselines (``cfg.baselines``) on the same split, fitted, never trained.
+    """Test metrics of the reference baselines (``cfg.dataset.baselines`` if the data set names its own, else
+    ``cfg.baselines``) on the same split, fitted, never trained.
 
     Evaluated in this process without a Trainer: under DDP a new Trainer would join the process group.
     """
     return {
         name: build_engine(model_cfg, cfg.engine, datamodule).evaluate(datamodule.test_dataloader())
-        for name, model_cfg in (cfg.get("baselines") or {}).items()
+        for name, model_cfg in (cfg.dataset.get("baselines") or cfg.get("baselines") or {}).items()
     }
 
 
@@ -213,8 +217,13 @@ def _fit_and_report(cfg, trainer, engine, datamodule, logger, record: RunRecord,
     record.save()
     horizon = datamodule.spec.horizon
     horizons = sorted({1, horizon // 4, horizon // 2, horizon} - {0})
-    table = metrics_table({model_name: test, **baselines}, horizons)
-    print(f"\nTest metrics ({cfg.dataset.name}, original units; MAPE in %):\n{table}\n")
+    if datamodule.spec.grid_shape is None:
+        table = metrics_table({model_name: test, **baselines}, horizons)
+        print(f"\nTest metrics ({cfg.dataset.name}, original units; MAPE in %):\n{table}\n")
+    else:  # grids: latitude-weighted RMSE / MAE and ACC per lead time (stlm.metrics.weighted)
+        leads = [lead_name(h * datamodule.spec.interval_minutes) for h in horizons]
+        table = metrics_table({model_name: test, **baselines}, [], ("rmse", "mae", "acc"), suffixes=[f"lead{l}" for l in leads])
+        print(f"\nTest metrics ({cfg.dataset.name}, latitude-weighted, original units; ACC vs training climatology):\n{table}\n")
     print(f"run directory : {output_dir}")
     print(f"checkpoint    : {best or '(none: fitted model, nothing trained)'}")
     if logger:

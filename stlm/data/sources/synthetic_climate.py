@@ -43,7 +43,8 @@ class SyntheticClimateSource:
         seed: the random seed (grid, land mask, weather).  start: first timestamp.
         weather_std: approximate standard deviation of the weather anomalies (K).
         damping_days: e-folding time of the anomalies.  wind_ms: peak jet speed (m/s).
-        noise_std: measurement noise (K).  name: short name (experiment name).
+        noise_std: measurement noise (K).  spinup_days: weather simulated before the first step.
+        name: short name (experiment name).
     """
 
     def __init__(
@@ -58,6 +59,7 @@ class SyntheticClimateSource:
         damping_days: float = 4.0,
         wind_ms: float = 20.0,
         noise_std: float = 0.2,
+        spinup_days: float = 5.0,
         name: str = "climate",
     ):
         if n_lat < 2 or n_lon < 4 or n_days < 1 or hours_per_step < 1 or 24 % hours_per_step:
@@ -68,6 +70,7 @@ class SyntheticClimateSource:
         self.n_lat, self.n_lon, self.n_days, self.hours_per_step = n_lat, n_lon, n_days, hours_per_step
         self.seed, self.start, self.weather_std = seed, start, weather_std
         self.damping_days, self.wind_ms, self.noise_std, self.name = damping_days, wind_ms, noise_std, name
+        self.spinup_hours = int(round(24 * spinup_days))
         d_lat, d_lon = 180.0 / n_lat, 360.0 / n_lon
         self.lat = -90.0 + d_lat / 2 + d_lat * np.arange(n_lat)
         self.lon = d_lon * np.arange(n_lon)
@@ -112,7 +115,7 @@ class SyntheticClimateSource:
         # Forcing amplitude that gives a stationary std of about weather_std for smoothed AR(1) noise.
         kick = self.weather_std * np.sqrt(1 - decay**2) * 3.8 * sigma
         anomaly = np.zeros((self.n_lat, self.n_lon))
-        for _ in range(24 * 5):  # spin up five days so the series starts with weather
+        for _ in range(self.spinup_hours):  # so the series starts with weather
             anomaly = self._step(anomaly, departure, decay, kick, sigma, rng)
         for _ in range(len(self.timestamps)):
             yield anomaly.astype(np.float32)
