@@ -68,3 +68,15 @@ def test_eval_stride_scores_every_kth_forecast_time_and_history_may_cross_splits
         assert np.all(np.diff(across[name]) == 5)
         assert plain[name][0] == a  # without the option, inputs stay inside the split too
     np.testing.assert_array_equal(across["train"], plain["train"])
+
+
+def test_a_window_longer_than_the_validation_period_trains_end_to_end(compose_train, tiny_train_overrides):
+    """The tiny default's validation period has 259 steps: a 400-step window needs history across splits."""
+    from stlm.train import run
+
+    overrides = tiny_train_overrides + ["logger=none", "dataset.window=400", "model.head_steps=12",
+                                        "dataset.stride=24", "dataset.eval_stride=24"]
+    with pytest.raises(Exception, match="history_across_splits=true"):
+        run(compose_train(overrides))
+    result = run(compose_train(overrides + ["dataset.history_across_splits=true"]))
+    assert np.isfinite(result["test"]["mae_avg"])
