@@ -94,7 +94,8 @@ def group_runs(frame: pd.DataFrame, rank_by: str = "test/mae_avg") -> Comparison
         first = runs.iloc[0]
         model = str(first.get("tags.model", MISSING)) if pd.notna(first.get("tags.model")) else MISSING
         label = _label(model, first, varying)
-        best_run = runs.loc[runs[f"metrics.{rank_by}"].idxmin(), "run_id"] if runs[f"metrics.{rank_by}"].notna().any() else runs.iloc[0]["run_id"]
+        ranked = runs[f"metrics.{rank_by}"]
+        best_run = runs.loc[ranked.idxmin(), "run_id"] if ranked.notna().any() else runs.iloc[0]["run_id"]
         row = {"label": label, "model": model, **{p: first.get(f"params.{p}", MISSING) for p in varying},
                "seeds": len(runs), "run_ids": list(runs["run_id"]), "best_run_id": best_run,
                "n_parameters": pd.to_numeric(first.get("params.model.n_parameters"), errors="coerce"),
@@ -107,8 +108,7 @@ def group_runs(frame: pd.DataFrame, rank_by: str = "test/mae_avg") -> Comparison
             row[f"{m} std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
         rows.append(row)
         groups[label] = list(runs["run_id"])
-    if len(groups) != len(rows):
-        raise AssertionError("two configurations got the same label")  # varying_params covers every difference
+    assert len(groups) == len(rows), "two configurations got the same label"  # varying_params covers every difference
     table = pd.DataFrame(rows).sort_values(f"{rank_by} mean", kind="stable").reset_index(drop=True)
     horizons = pd.to_numeric(frame.get("params.dataset.horizon", pd.Series(dtype=object)), errors="coerce").dropna().unique()
     return Comparison(table, varying, metrics, rank_by, int(horizons[0]) if len(horizons) == 1 else None, groups)
