@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from stlm.sweeps import SweepCallback, find_finished_run, should_skip, sweep_id_for
 from stlm.tracking import COMPLETE_TAG, ensure_experiment
-from tiny_runs import TINY_ANY_MODEL, multirun_train
+from tiny_runs import CONF_DIR, TINY_ANY_MODEL, multirun_train
 
 
 def _runs(uri: str) -> list:
@@ -86,8 +86,6 @@ def test_the_callback_initialises_the_store_and_fixes_the_sweep_id(tmp_path, mon
     monkeypatch.delenv("STLM_SWEEP_ID", raising=False)
     db = tmp_path / "fresh" / "mlflow.db"
     from hydra import compose as hydra_compose, initialize_config_dir
-
-    from conftest import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = hydra_compose("train", overrides=[f"logger.tracking_uri=sqlite:///{db}"], return_hydra_config=True)

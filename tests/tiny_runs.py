@@ -6,10 +6,22 @@ instead of through ``MLFLOW_TRACKING_URI``.
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
-from conftest import CONF_DIR, TINY_TRAFFIC
+
+def _root_conftest():
+    """``tests/conftest.py`` by path: ``import conftest`` gives whichever conftest pytest loaded last
+    (``tests/kernels/conftest.py`` in a full run)."""
+    spec = importlib.util.spec_from_file_location("_stlm_tests_root_conftest", Path(__file__).with_name("conftest.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_conftest = _root_conftest()
+CONF_DIR, TINY_TRAFFIC = _conftest.CONF_DIR, _conftest.TINY_TRAFFIC
 
 # The tiny data and trainer without the STLM sizes (model.d_model, ...), for sweeps over other models.
 TINY_ANY_MODEL = [o for o in TINY_TRAFFIC if not o.startswith("model.")]
