@@ -10,8 +10,13 @@ sin/cos of the day of year. :func:`patchify` packs each p x p block of cells int
 channels (the grid is padded with missing cells to a multiple of p), an :class:`STLMForecaster` built for
 ``P = ceil(H / p) * ceil(W / p)`` tokens mixes them (selective SSM over time, attention over patches, the
 time-of-day embedding), and :func:`unpatchify` maps its per-token output back to the cells. The forecast is
-the climatology at the target times plus that output (the grid's seasonal prior). ``patch = 1`` makes every
-cell a token. Composition, not modification: the forecaster and its blocks are used as they are.
+
+    y[h] = clim(target time h) + alpha[h] * (last observed anomaly of the cell) + network output[h]
+
+the grid's seasonal prior plus a damped persistence of each cell's anomaly (``alpha`` [H, C] learned, starting
+at 1). The persistence term carries every cell's own state straight to the output, which a patch token of
+``d_model`` numbers cannot hold exactly for p * p cells; the network learns what moves and changes.
+``patch = 1`` makes every cell a token. Composition, not modification: the forecaster is used as it is.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 from torch import nn
 
 from stlm.data.spec import DataSpec
+from stlm.models.baselines import last_observed
 from stlm.models.forecaster import STLMForecaster
 
 
@@ -49,6 +55,7 @@ class GridForecaster(nn.Module):
         spec: the grid's data spec (``grid_shape`` must be set: a climate datamodule).
         patch: side p of the square patches, in cells (``dataset.patch``).
         seasonal_prior: forecast departures from the training climatology (fitted by ``fit_from_data``).
+        anomaly_persistence: add ``alpha[h]`` times each cell's last observed departure from it.
         static_features, time_features: feed the cells' static features and sin/cos day of year.
         **stlm: the :class:`STLMForecaster` hyperparameters (d_model, n_layers, temporal, spatial, ...).
     """
@@ -58,6 +65,7 @@ class GridForecaster(nn.Module):
         spec: DataSpec,
         patch: int = 1,
         seasonal_prior: bool = True,
+        anomaly_persistence: bool = True,
         static_features: bool = True,
         time_features: bool = True,
         **stlm,
@@ -73,6 +81,7 @@ class GridForecaster(nn.Module):
         self.H, self.W = spec.grid_shape
         self.p, self.C = patch, spec.n_channels
         self.seasonal_prior = seasonal_prior
+        self.alpha = nn.Parameter(torch.ones(spec.horizon, self.C)) if anomaly_persistence else None
         static = spec.node_features if static_features and spec.node_features is not None else torch.zeros(self.H * self.W, 0)
         self.register_buffer("static", torch.as_tensor(static, dtype=torch.float32))
         self.time_features = time_features and spec.time_features >= 3
@@ -127,4 +136,7 @@ class GridForecaster(nn.Module):
         tokens = {"x": grid(values), "x_mask": grid(masks), "x_time": batch["x_time"][..., :2], "y_time": batch["y_time"][..., :2]}
         out = unpatchify(self.core(tokens), self.p, self.H, self.W)  # [B, Hz, H, W, F]
         out = out[..., : self.C].reshape(B, -1, N, C)
+        if self.alpha is not None:
+            anomaly = x - self._prior(batch["x_time"]) if self.seasonal_prior else x
+            out = out + self.alpha[None, :, None, :] * last_observed(anomaly, m)[:, None]
         return out + self._prior(batch["y_time"]) if self.seasonal_prior else out

@@ -103,7 +103,7 @@ def test_grid_config_builds_on_the_climate_default_and_never_sees_targets(compos
     from hydra.utils import instantiate
 
     cfg = compose_train(["dataset=climate", "dataset.n_lat=6", "dataset.n_lon=12", "dataset.n_days=40", "dataset.normalization_path=null"])
-    assert cfg.model._target_ == "stlm.models.grid.GridForecaster" and cfg.model.patch == 2
+    assert cfg.model._target_ == "stlm.models.grid.GridForecaster" and cfg.model.patch == cfg.dataset.patch
     dm = instantiate(cfg.dataset.datamodule)
     dm.setup()
     model = instantiate(cfg.model, _partial_=True)(spec=dm.spec)
