@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import os
 import resource
 import statistics
 import sys
@@ -146,11 +147,13 @@ def section(quick: bool) -> str:
     windows = [12, 288] if quick else WINDOWS
     histories = [12, 288] if quick else HISTORIES
     script = Path(__file__).resolve()
-    t_start = time.time()
+    t_start, load_before = time.time(), os.getloadavg()[0]
+    threads = f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} " if "OMP_NUM_THREADS" in os.environ else ""
     lines = [
         f"Machine: {machine()}.",
-        f"Command: `python scripts/bench_long_context.py{' --quick' if quick else ''}` "
-        f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC).",
+        f"Command: `{threads}python scripts/bench_long_context.py{' --quick' if quick else ''}` "
+        f"({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; load average LOAD_BEFORE before, LOAD_AFTER after, "
+        f"on {os.cpu_count()} cores).",
         "",
         f"### Training step vs window length (batch={TRAIN['batch']}, {TRAIN['nodes']} nodes, d_model={TRAIN['d_model']}, "
         "one block, float32)",
@@ -207,7 +210,8 @@ def section(quick: bool) -> str:
         lines.append(f"| {h:,} | {r['step_ms']:.2f} | {r['step_ms'] / base:.2f}x | {r['recompute_ms']:,.1f} | "
                      f"{r['recompute_ms'] / r['step_ms']:,.0f}x |")
     lines += ["", f"Whole benchmark: {(time.time() - t_start) / 60:.0f} min."]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    return text.replace("LOAD_BEFORE", f"{load_before:.1f}").replace("LOAD_AFTER", f"{os.getloadavg()[0]:.1f}")
 
 
 def main(argv=None) -> int:
