@@ -21,10 +21,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from conftest import CONF_DIR, REPO_ROOT, TINY_TRAFFIC
+from tiny_runs import CONF_DIR, TINY_TRAFFIC
 from stlm.checkpoints import CheckpointError, load_trained_model
 from stlm.stream import Streamer
 from stlm.stream.replay import read_forecasts
+
+REPO_ROOT = CONF_DIR.parent
 
 
 @pytest.fixture(scope="module")
