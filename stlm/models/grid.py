@@ -13,8 +13,10 @@ time-of-day embedding), and :func:`unpatchify` maps its per-token output back to
 
     y[h] = clim(target time h) + alpha[h] * (last observed anomaly of the cell) + network output[h]
 
-the grid's seasonal prior plus a damped persistence of each cell's anomaly (``alpha`` [H, C] learned, starting
-at 1). The persistence term carries every cell's own state straight to the output, which a patch token of
+the grid's seasonal prior plus a damped persistence of each cell's anomaly (``alpha`` [H, C], learned, starting
+from the lat-weighted regression of the anomaly at lead h on the last anomaly over training windows, i.e. the
+best damped persistence). The network output enters through a gate that starts at 0 (as in ReZero), so
+training starts from that reference and the network adds only what lowers the loss. The persistence term carries every cell's own state straight to the output, which a patch token of
 ``d_model`` numbers cannot hold exactly for p * p cells; the network learns what moves and changes.
 ``patch = 1`` makes every cell a token. Composition, not modification: the forecaster is used as it is.
 """
@@ -82,6 +84,7 @@ class GridForecaster(nn.Module):
         self.p, self.C = patch, spec.n_channels
         self.seasonal_prior = seasonal_prior
         self.alpha = nn.Parameter(torch.ones(spec.horizon, self.C)) if anomaly_persistence else None
+        self.gate = nn.Parameter(torch.zeros(()))
         static = spec.node_features if static_features and spec.node_features is not None else torch.zeros(self.H * self.W, 0)
         self.register_buffer("static", torch.as_tensor(static, dtype=torch.float32))
         self.time_features = time_features and spec.time_features >= 3
@@ -109,6 +112,28 @@ class GridForecaster(nn.Module):
         mean, std = (torch.as_tensor(v, dtype=torch.float32) for v in (datamodule.scaler.mean, datamodule.scaler.std))
         self.climatology = (clim - mean) / std
         self.clim_column = datamodule.climatology_column
+        if self.alpha is not None:
+            self.alpha.data.copy_(self._fit_alpha(datamodule))
+
+    @torch.no_grad()
+    def _fit_alpha(self, datamodule, max_samples: int = 32, batch: int = 4) -> torch.Tensor:
+        """[H, C] ``sum w a_last a_h / sum w a_last^2`` over up to ``max_samples`` evenly spread training windows."""
+        dataset = datamodule.datasets["train"]
+        picks = torch.linspace(0, len(dataset) - 1, min(max_samples, len(dataset))).long().unique().tolist()
+        w = torch.cos(torch.deg2rad(torch.as_tensor(datamodule.spec.node_coords[:, 0], dtype=torch.float64)))
+        num = torch.zeros(self.alpha.shape, dtype=torch.float64)
+        den = torch.zeros(self.alpha.shape, dtype=torch.float64)
+        std = torch.as_tensor(datamodule.scaler.std, dtype=torch.float32)
+        mean = torch.as_tensor(datamodule.scaler.mean, dtype=torch.float32)
+        for i in range(0, len(picks), batch):
+            b = dataset.__getitems__(picks[i : i + batch])
+            last = last_observed(b["x"] - self._prior(b["x_time"]), b["x_mask"]).double()  # [B, N, C] scaled
+            seen = b["x_mask"].amax(dim=1).double() * w[None, :, None]
+            target = ((b["y"] - mean) / std - self._prior(b["y_time"])).double()  # [B, H, N, C] scaled
+            wm = b["mask"].double() * seen[:, None]
+            num += (wm * last[:, None] * target).sum(dim=(0, 2))
+            den += (wm * last[:, None] ** 2).sum(dim=(0, 2))
+        return torch.where(den > 0, num / den.clamp_min(1e-12), torch.ones_like(num)).clamp(0.0, 1.5).float()
 
     def _prior(self, time: torch.Tensor) -> torch.Tensor:
         """Scaled climatology at the given calendar [B, S, 3] -> [B, S, N, C]."""
@@ -135,7 +160,7 @@ class GridForecaster(nn.Module):
         grid = lambda parts: patchify(torch.cat(parts, dim=-1).view(B, T, self.H, self.W, self.n_features), self.p)
         tokens = {"x": grid(values), "x_mask": grid(masks), "x_time": batch["x_time"][..., :2], "y_time": batch["y_time"][..., :2]}
         out = unpatchify(self.core(tokens), self.p, self.H, self.W)  # [B, Hz, H, W, F]
-        out = out[..., : self.C].reshape(B, -1, N, C)
+        out = self.gate * out[..., : self.C].reshape(B, -1, N, C)
         if self.alpha is not None:
             anomaly = x - self._prior(batch["x_time"]) if self.seasonal_prior else x
             out = out + self.alpha[None, :, None, :] * last_observed(anomaly, m)[:, None]

@@ -52,6 +52,7 @@ def test_patchify_round_trip_with_padding():
 def test_shapes_and_every_parameter_gets_a_gradient(patch):
     spec = _spec()
     model = _model(spec, patch)
+    model.gate.data.fill_(0.5)
     out = model(_batch(spec))
     assert out.shape == (2, spec.horizon, spec.n_nodes, spec.n_channels) and torch.isfinite(out).all()
     out.square().mean().backward()
@@ -62,6 +63,7 @@ def test_shapes_and_every_parameter_gets_a_gradient(patch):
 def test_without_spatial_mixing_a_patch_only_sees_its_own_cells():
     spec = _spec(H=4, W=4, C=1)
     model = GridForecaster(spec, patch=2, d_model=8, temporal=partial(SelectiveSSM, d_state=4), spatial=None, kernels="reference")
+    model.gate.data.fill_(1.0)  # open the network's gate (it starts closed: the forecast starts as the reference)
     batch = _batch(spec, B=1)
     base = model(batch)
     changed = dict(batch, x=batch["x"].clone())
