@@ -21,7 +21,6 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 
 from stlm.data.calendar import steps_per_day
 from stlm.data.climate_features import cell_coords, grid_calendar, static_features
@@ -36,8 +35,8 @@ from stlm.data.climate_windows import GridWindowDataset
 from stlm.data.sources.base import DataValidationError
 from stlm.data.sources.climate_grid import ClimateGrid
 from stlm.data.spec import DataSpec
+from stlm.data.loaders import SplitLoaders
 from stlm.data.splits import SPLITS, ChronologicalSplit
-from stlm.data.windowing import collate_batch
 from stlm.metrics.weighted import LeadMetrics, latitude_weights
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ log = logging.getLogger(__name__)
 MAX_IN_MEMORY_VALUES = 200_000_000
 
 
-class ClimateDataModule(pl.LightningDataModule):
+class ClimateDataModule(SplitLoaders, pl.LightningDataModule):
     """Windows of ``window`` input and ``horizon`` target steps over a grid, split in time.
 
     Args:
@@ -196,26 +195,3 @@ class ClimateDataModule(pl.LightningDataModule):
 
     def fingerprint(self) -> str:
         return self.grid.fingerprint()
-
-    # ------------------------------------------------------------------ loaders
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=collate_batch,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)

@@ -15,21 +15,21 @@ import numpy as np
 import pandas as pd
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader
 
 from stlm.data.calendar import calendar_index, check_coverage, steps_per_day
 from stlm.data.scalers import StandardScaler
 from stlm.data.sources.base import DataValidationError, Source, SpatioTemporalSeries
 from stlm.data.spec import DataSpec
+from stlm.data.loaders import SplitLoaders
 from stlm.data.splits import SPLITS, ChronologicalSplit
-from stlm.data.windowing import WindowDataset, collate_batch
+from stlm.data.windowing import WindowDataset
 
 log = logging.getLogger(__name__)
 
 UNOBSERVED_NODE_POLICIES = ("keep", "drop")
 
 
-class SpatioTemporalDataModule(pl.LightningDataModule):
+class SpatioTemporalDataModule(SplitLoaders, pl.LightningDataModule):
     """Windows of ``window`` input and ``horizon`` target steps over a source's series, split in time.
 
     Args:
@@ -204,26 +204,3 @@ class SpatioTemporalDataModule(pl.LightningDataModule):
     def fingerprint(self) -> str:
         """Content hash of the loaded series (logged as the run's data fingerprint)."""
         return self.series.fingerprint()
-
-    # ------------------------------------------------------------------ loaders
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=collate_batch,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
