@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -26,6 +25,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from bench_common import cpu_name  # noqa: E402
+
 DOC = REPO / "docs" / "accuracy.md"
 FITTED = ("last_value", "historical_average", "seasonal_naive")
 
@@ -54,16 +57,6 @@ def train(model: str, overrides: list[str], workdir: Path) -> tuple[dict, float]
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     record = json.loads((run_dir / "run.json").read_text())
     return record["test_metrics"], seconds
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def section(name: str, rows: dict[str, tuple[dict, float]], overrides: list[str], horizons: list[int]) -> str:

@@ -14,16 +14,20 @@ REPO = Path(__file__).resolve().parents[1]
 HEADER = "# Benchmarks\n\nMeasured figures of stlm; each section says how it was produced and how to rerun it.\n"
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, else what ``platform`` knows (non-Linux machines)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine() or "unknown CPU"
+
+
 def machine() -> str:
     """CPU model, cores, RAM, Python and torch versions, torch threads."""
     import torch
 
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_name()
     ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return (f"{cpu}, {os.cpu_count()} cores, {ram:.1f} GiB RAM; Python {platform.python_version()}, "
             f"torch {torch.__version__} ({torch.get_num_threads()} threads)")

@@ -58,26 +58,36 @@ def model_fingerprint(model: nn.Module, spec: DataSpec) -> str:
     return digest.hexdigest()[:16]
 
 
+def read_checkpoint(path: Path, what: str) -> dict:
+    """The checkpoint dict at ``path``, read without executing code; ``what`` names the setting in errors."""
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist; pass the best.ckpt or last.ckpt of a training run")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated zip, wrong format, or a pickle that needs code to load
+        raise CheckpointError(
+            f"{what} {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:200]}); it may be "
+            "truncated or not a checkpoint written by stlm.train; use another checkpoint of the run (last.ckpt)"
+        ) from err
+
+
+def model_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The forecaster's weights in a training checkpoint (the engine's ``model.`` prefix removed)."""
+    state = checkpoint.get("state_dict", {}) if isinstance(checkpoint, dict) else {}
+    return {k[len(MODEL_PREFIX):]: v for k, v in state.items() if k.startswith(MODEL_PREFIX)}
+
+
 def load_trained_model(path: str | Path) -> TrainedModel:
     """The model of a training checkpoint, rebuilt and in eval mode (see the module docstring)."""
     path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass the best.ckpt or last.ckpt of a training run")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, wrong format, or a pickle that needs code to load
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:200]}); it may be "
-            "truncated or not a checkpoint written by stlm.train; use another checkpoint of the run (last.ckpt)"
-        ) from err
+    checkpoint = read_checkpoint(path, what="checkpoint")
     meta = checkpoint.get("stlm") if isinstance(checkpoint, dict) else None
     if not meta or "config" not in meta or "spec" not in meta:
         raise CheckpointError(f"checkpoint {path} has no stlm metadata (config, spec, scaler): was it written by stlm.train?")
     spec = spec_from_dict(meta["spec"])
     model_cfg = OmegaConf.create(meta["config"]["model"])
     model = instantiate(model_cfg, _partial_=True)(spec=spec)
-    weights = {k[len(MODEL_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing, unexpected = model.load_state_dict(model_weights(checkpoint), strict=False)
     if missing or unexpected:
         raise CheckpointError(
             f"checkpoint {path} does not match the model its configuration builds (missing {missing[:5]}, "
@@ -96,13 +106,7 @@ def load_weights_into(model: nn.Module, path: str | Path, skip_prefixes: tuple[s
 
     Every other parameter must exist in both with the same shape: a mismatch is an error naming them."""
     path = Path(path).expanduser().resolve()
-    if not path.is_file():
-        raise CheckpointError(f"model.init_weights={str(path)!r} does not exist; pass a best.ckpt or last.ckpt of a training run")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise CheckpointError(f"model.init_weights: {path} cannot be read ({type(err).__name__}); is it a stlm checkpoint?") from err
-    source = {k[len(MODEL_PREFIX):]: v for k, v in checkpoint.get("state_dict", {}).items() if k.startswith(MODEL_PREFIX)}
+    source = model_weights(read_checkpoint(path, what="model.init_weights"))
     target = {k: v for k, v in model.state_dict().items() if not k.startswith(skip_prefixes)}
     source = {k: v for k, v in source.items() if not k.startswith(skip_prefixes)}
     missing, extra = sorted(set(target) - set(source)), sorted(set(source) - set(target))
