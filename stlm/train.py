@@ -131,6 +131,8 @@ def run(cfg: DictConfig, extra_callbacks: Sequence = ()) -> dict[str, Any]:
     engine = build_engine(cfg.model, cfg.engine, datamodule)
     engine.checkpoint_metadata = {
         "config": OmegaConf.to_container(cfg, resolve=True),
+        # Unresolved, so a forecast job can change one key (dataset.path) and have every use of it follow.
+        "dataset_config": OmegaConf.to_container(cfg.dataset, resolve=False),
         "spec": spec.to_dict(),
         "scaler": datamodule.scaler.state_dict(),
         "data_fingerprint": datamodule.fingerprint(),
