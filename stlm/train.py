@@ -116,6 +116,9 @@ def run(cfg: DictConfig, extra_callbacks: Sequence = ()) -> dict[str, Any]:
 
     is_rank_zero = rank_zero_only.rank == 0  # DDP re-runs this function in every rank
     chash = config_hash(cfg)
+    # Unresolved, so a forecast job can change one key (dataset.path) and have every use of it follow; taken
+    # before instantiate(), which resolves the config it is given in place.
+    dataset_config = OmegaConf.to_container(cfg.dataset, resolve=False)
     if (skipped := _skipped(cfg, chash)) is not None:
         return skipped
     pl.seed_everything(cfg.seed, workers=True)
@@ -131,8 +134,7 @@ def run(cfg: DictConfig, extra_callbacks: Sequence = ()) -> dict[str, Any]:
     engine = build_engine(cfg.model, cfg.engine, datamodule)
     engine.checkpoint_metadata = {
         "config": OmegaConf.to_container(cfg, resolve=True),
-        # Unresolved, so a forecast job can change one key (dataset.path) and have every use of it follow.
-        "dataset_config": OmegaConf.to_container(cfg.dataset, resolve=False),
+        "dataset_config": dataset_config,
         "spec": spec.to_dict(),
         "scaler": datamodule.scaler.state_dict(),
         "data_fingerprint": datamodule.fingerprint(),
