@@ -41,6 +41,7 @@ class TrainedModel:
     config: dict[str, Any]  # the resolved training configuration
     fingerprint: str
     path: Path
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)  # the checkpoint's ``stlm`` entry
 
 
 def spec_from_dict(data: dict) -> DataSpec:
@@ -96,7 +97,7 @@ def load_trained_model(path: str | Path) -> TrainedModel:
     model.eval()
     return TrainedModel(
         model=model, spec=spec, scaler=StandardScaler.from_state_dict(meta["scaler"]), config=meta["config"],
-        fingerprint=model_fingerprint(model, spec), path=path,
+        fingerprint=model_fingerprint(model, spec), path=path, metadata=meta,
     )
 
 

@@ -1,0 +1,15 @@
+"""``python -m stlm.evaluate``: see :mod:`stlm.evaluate` and ``conf/evaluate.yaml``."""
+
+import hydra
+from omegaconf import DictConfig
+
+from stlm.evaluate.job import run_evaluation
+
+
+@hydra.main(config_path="../../conf", config_name="evaluate", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run_evaluation(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""PNG plots of an evaluation (logged as MLflow artifacts):
+
+* ``error_by_horizon.png``: every metric against the lead;
+* sensors, ``forecast_vs_truth.png``: for chosen sensors, the observations and the forecast trajectories of
+  successive init times (the horizon fan: each thin line starts at its init time and runs over the leads);
+* grids, ``maps.png``: forecast, truth and error maps of the first init time at chosen leads.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import xarray as xr
+
+from stlm.evaluate.truth import Truth
+from stlm.plots import _pyplot
+
+_KEY = re.compile(r"^(?P<metric>[a-z]+)_(?:h(?P<h>\d+)|lead(?P<lead>.+))$")
+
+
+def per_horizon(metrics: dict[str, float]) -> dict[str, list[tuple[str, float]]]:
+    """``{"mae": [("h1", 1.2), ...]}`` in lead order, from flat metric keys (pooled keys only)."""
+    out: dict[str, list[tuple[str, float]]] = {}
+    for key, value in metrics.items():
+        if "/" in key or not (m := _KEY.match(key)):
+            continue
+        out.setdefault(m["metric"], []).append((f"h{m['h']}" if m["h"] else m["lead"], value))
+    return out
+
+
+def plot_error_by_horizon(metrics: dict[str, float], path: Path) -> Path:
+    plt = _pyplot()
+    groups = per_horizon(metrics)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.2), squeeze=False)
+    for ax, (name, points) in zip(axes[0], groups.items()):
+        ax.plot(range(1, len(points) + 1), [v for _, v in points], marker="o")
+        ax.set_xticks(range(1, len(points) + 1), [label for label, _ in points], rotation=90, fontsize=7)
+        ax.set_title(name.upper())
+        ax.set_xlabel("lead")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_sensor_fan(forecasts: xr.Dataset, truth: Truth, sensors: Sequence[str] | None, path: Path,
+                    max_init_times: int = 48) -> Path:
+    """Observations and forecast trajectories of the first ``max_init_times`` init times, every third one."""
+    plt = _pyplot()
+    channel = truth.channels[0]
+    ids = [str(s) for s in (forecasts.sensor_id.values if "sensor_id" in forecasts.coords else range(forecasts.sizes["node"]))]
+    chosen = [str(s) for s in sensors] if sensors else ids[:3]
+    rows = slice(0, min(max_init_times, forecasts.sizes["init_time"]))
+    sub = forecasts.isel(init_time=rows)
+    valid = sub.init_time.values[:, None] + sub.lead_time.values[None, :]
+    targets = truth.targets(valid)
+    fig, axes = plt.subplots(len(chosen), 1, figsize=(9, 2.6 * len(chosen)), squeeze=False)
+    for ax, sensor in zip(axes[:, 0], chosen):
+        if sensor not in ids:
+            raise ValueError(f"plots.sensors: {sensor!r} is not a sensor of the forecasts (first ids: {ids[:5]})")
+        n, c = ids.index(sensor), 0
+        y, m = targets.y[..., n, c].numpy(), targets.mask[..., n, c].numpy() > 0
+        times, order = np.unique(valid.ravel(), return_index=True)
+        obs = np.where(m.ravel()[order], y.ravel()[order], np.nan)
+        ax.plot(times, obs, color="black", lw=1.5, label="observed")
+        values = sub[channel].isel(node=n).values  # [k, H]
+        for i in range(0, values.shape[0], 3):
+            ax.plot(valid[i], values[i], color="tab:blue", lw=0.8, alpha=0.6, label="forecasts" if i == 0 else None)
+        ax.set_title(f"{channel} at sensor {sensor}")
+        ax.legend(loc="upper right", fontsize=7)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_grid_maps(forecasts: xr.Dataset, truth: Truth, leads: Sequence[int] | None, path: Path) -> Path:
+    """Forecast, truth and error of the first variable at the first init time, one row per lead (1-based)."""
+    plt = _pyplot()
+    channel = truth.channels[0]
+    H = forecasts.sizes["lead_time"]
+    leads = [h for h in (leads or sorted({1, max(1, H // 2), H})) if 1 <= h <= H]
+    sub = forecasts.isel(init_time=slice(0, 1))
+    valid = sub.init_time.values[:, None] + sub.lead_time.values[None, :]
+    targets = truth.targets(valid)
+    shape = (forecasts.sizes["lat"], forecasts.sizes["lon"])
+    extent = [float(forecasts.lon.min()), float(forecasts.lon.max()), float(forecasts.lat.min()), float(forecasts.lat.max())]
+    fig, axes = plt.subplots(len(leads), 3, figsize=(11, 3 * len(leads)), squeeze=False)
+    for row, h in zip(axes, leads):
+        f = sub[channel].isel(init_time=0, lead_time=h - 1).values
+        o = np.where(targets.mask[0, h - 1, :, 0].numpy() > 0, targets.y[0, h - 1, :, 0].numpy(), np.nan).reshape(shape)
+        lo, hi = np.nanmin([np.nanmin(f), np.nanmin(o)]), np.nanmax([np.nanmax(f), np.nanmax(o)])
+        err = f - o
+        bound = float(np.nanmax(np.abs(err))) if np.isfinite(err).any() else 1.0
+        lead = str(forecasts.lead_time.values[h - 1].astype("timedelta64[m]"))
+        for ax, image, title, kw in ((row[0], f, "forecast", dict(vmin=lo, vmax=hi)), (row[1], o, "truth", dict(vmin=lo, vmax=hi)),
+                                     (row[2], err, "error", dict(vmin=-bound, vmax=bound, cmap="RdBu_r"))):
+            im = ax.imshow(image, origin="lower", extent=extent, aspect="auto", **kw)
+            ax.set_title(f"{channel} {title}, lead {lead}", fontsize=9)
+            fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

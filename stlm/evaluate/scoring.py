@@ -1,0 +1,53 @@
+"""Scores of a forecast file with the metric code of training (masked per-horizon MAE/RMSE/MAPE for sensors,
+latitude-weighted RMSE/MAE/ACC per lead for grids), accumulated chunk by chunk over init times."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from stlm.evaluate.truth import Truth
+from stlm.metrics.masked import HorizonMetrics
+from stlm.metrics.weighted import LeadMetrics, latitude_weights
+
+
+def metric_for(forecasts: xr.Dataset, truth: Truth, mape_min_abs: float):
+    horizon = forecasts.sizes["lead_time"]
+    if not truth.grid:
+        return HorizonMetrics(horizon, mape_min_abs, sync_on_compute=False)
+    dm = truth.dm
+    interval = pd.Timedelta(forecasts.lead_time.values[0]) / pd.Timedelta(minutes=1)
+    lat = np.repeat(np.asarray(dm.grid.lat), len(dm.grid.lon))
+    climatology = torch.from_numpy(dm.climatology[..., truth.channel_index])
+    return LeadMetrics(horizon, interval, truth.channels, latitude_weights(lat), climatology, dm.climatology_column,
+                       sync_on_compute=False)
+
+
+def forecast_values(forecasts: xr.Dataset, channels: list[str], rows: slice) -> torch.Tensor:
+    """[k, H, N, C] float32 forecasts of init-time rows ``rows`` (grids flattened latitude-major)."""
+    parts = []
+    for name in channels:
+        array = forecasts[name].isel(init_time=rows).values
+        parts.append(array.reshape(array.shape[0], array.shape[1], -1))
+    return torch.from_numpy(np.stack(parts, axis=-1).astype(np.float32))
+
+
+def score(forecasts: xr.Dataset, truth: Truth, mape_min_abs: float = 0.0, chunk: int = 256) -> dict[str, float]:
+    """``{"mae_h1": ..., "mae_avg": ...}`` (sensors) or ``{"rmse_lead6h": ..., "acc_avg": ...}`` (grids)."""
+    metric = metric_for(forecasts, truth, mape_min_abs)
+    K = forecasts.sizes["init_time"]
+    for a in range(0, K, chunk):
+        rows = slice(a, min(a + chunk, K))
+        pred = forecast_values(forecasts, truth.channels, rows)
+        valid = forecasts.init_time.values[rows, None] + forecasts.lead_time.values[None, :]
+        targets = truth.targets(valid)
+        if not torch.isfinite(pred[targets.mask > 0]).all():
+            raise ValueError(f"{truth.where}: forecasts hold NaN or inf where the truth is observed (init times "
+                             f"{forecasts.init_time.values[rows][[0, -1]]}); a forecast file must be complete")
+        if getattr(metric, "takes_batch", False):
+            metric.update(pred, targets.batch())
+        else:
+            metric.update(pred, targets.y, targets.mask)
+    return {k: float(v) for k, v in metric.compute().items()}

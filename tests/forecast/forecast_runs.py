@@ -1,0 +1,32 @@
+"""Helpers of the forecast tests: a tiny trained traffic model (registered) and forecast/evaluate configs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_TESTS = Path(__file__).resolve().parents[1]
+if str(_TESTS) not in sys.path:
+    sys.path.insert(0, str(_TESTS))
+
+from tiny_runs import compose, train_tiny  # noqa: E402
+
+MODEL_NAME = "tiny_traffic"
+
+
+def train_registered(root: Path) -> dict:
+    """A seconds-long training of the embedded default, registered as ``models:/tiny_traffic@champion``."""
+    from stlm.registry import set_alias
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    result = train_tiny(root, uri, "run", "stlm", f"register={MODEL_NAME}")
+    set_alias(MODEL_NAME, "champion", 1, tracking_uri=uri)
+    return result
+
+
+def forecast_cfg(output: Path, *overrides: str):
+    return compose("forecast", [f"output={output}", "progress=false", *overrides])
+
+
+def evaluate_cfg(forecasts: Path, uri: str, *overrides: str):
+    return compose("evaluate", [f"forecasts={forecasts}", f"mlflow.tracking_uri={uri}", *overrides])
