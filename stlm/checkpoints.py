@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
@@ -44,10 +45,22 @@ class TrainedModel:
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)  # the checkpoint's ``stlm`` entry
 
 
-def spec_from_dict(data: dict) -> DataSpec:
-    """Inverse of :meth:`DataSpec.to_dict` (lists back to tuples; keys this version does not know are ignored)."""
+SPEC_ARRAYS = ("adjacency", "node_coords", "node_features")
+
+
+def spec_arrays(spec: DataSpec) -> dict[str, torch.Tensor]:
+    """The spec's arrays (graph, token coordinates, static features), which :meth:`DataSpec.to_dict` leaves out,
+    as tensors for the checkpoint: a model built from the spec (the grid model's static features) needs them."""
+    return {name: torch.from_numpy(np.asarray(value)) for name in SPEC_ARRAYS if (value := getattr(spec, name)) is not None}
+
+
+def spec_from_dict(data: dict, arrays: dict[str, torch.Tensor] | None = None) -> DataSpec:
+    """Inverse of :meth:`DataSpec.to_dict` (lists back to tuples; keys this version does not know are ignored),
+    with the arrays of :func:`spec_arrays` when the checkpoint has them."""
     names = {f.name for f in dataclasses.fields(DataSpec)}
-    return DataSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names})
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in names}
+    fields.update({k: v.numpy() for k, v in (arrays or {}).items() if k in names})
+    return DataSpec(**fields)
 
 
 def model_fingerprint(model: nn.Module, spec: DataSpec) -> str:
@@ -85,7 +98,7 @@ def load_trained_model(path: str | Path) -> TrainedModel:
     meta = checkpoint.get("stlm") if isinstance(checkpoint, dict) else None
     if not meta or "config" not in meta or "spec" not in meta:
         raise CheckpointError(f"checkpoint {path} has no stlm metadata (config, spec, scaler): was it written by stlm.train?")
-    spec = spec_from_dict(meta["spec"])
+    spec = spec_from_dict(meta["spec"], meta.get("spec_arrays"))
     model_cfg = OmegaConf.create(meta["config"]["model"])
     model = instantiate(model_cfg, _partial_=True)(spec=spec)
     missing, unexpected = model.load_state_dict(model_weights(checkpoint), strict=False)
