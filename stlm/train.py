@@ -20,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import stlm
+from stlm.checkpoints import spec_arrays
 from stlm.io.atomic import atomic_write_text
 from stlm.metrics.weighted import lead_name
 from stlm.reporting import metrics_table
@@ -136,6 +137,7 @@ def run(cfg: DictConfig, extra_callbacks: Sequence = ()) -> dict[str, Any]:
         "config": OmegaConf.to_container(cfg, resolve=True),
         "dataset_config": dataset_config,
         "spec": spec.to_dict(),
+        "spec_arrays": spec_arrays(spec),  # graph, coordinates, static features: a model rebuilt from the spec needs them
         "scaler": datamodule.scaler.state_dict(),
         "data_fingerprint": datamodule.fingerprint(),
         "stlm_version": stlm.__version__,
