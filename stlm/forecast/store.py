@@ -133,6 +133,7 @@ class ForecastStore:
 
         ledger = {str(i): {"rank": m["rank"], "rows": m["rows"]} for i, m in sorted(done.items())}
         zarr.open_group(self.path, mode="r+").attrs[LEDGER_ATTR] = json.dumps(ledger)
+        zarr.consolidate_metadata(str(self.path))  # plain xr.open_zarr(path) then reads one metadata file
         shutil.rmtree(self.progress)
 
 

@@ -139,3 +139,50 @@ def test_output_of_another_job_is_never_overwritten_silently(trained, tmp_path):
         run_forecast(forecast_cfg(out, f"checkpoint={trained['best_checkpoint']}", "init_times.every=10"))
     again = run_forecast(forecast_cfg(out, f"checkpoint={trained['best_checkpoint']}", "init_times.every=20"))
     assert again["written"] == []  # the same job, already complete: nothing recomputed
+
+
+TINY_TRUTH = ["dataset=traffic", "dataset.n_nodes=12", "dataset.n_days=9"]  # the data of train_registered
+
+
+def test_another_models_file_is_scored_against_the_named_truth(trained, tmp_path):
+    """A persistence forecast written by hand (no stlm attributes) is scored against ``dataset=...``; the scores
+    equal a direct numpy computation."""
+    from hydra.utils import instantiate
+
+    from forecast_runs import compose
+    from stlm.evaluate.forecasts import ForecastFileError
+
+    ours = tmp_path / "ours.nc"
+    run_forecast(forecast_cfg(ours, f"checkpoint={trained['best_checkpoint']}", "init_times.every=7"))
+    layout = xr.load_dataset(ours)
+    dm = instantiate(compose("train", TINY_TRUTH).dataset.datamodule)
+    dm.setup()
+    series = dm.series
+    init = series.timestamps.get_indexer(layout.init_time.values)
+    H = layout.sizes["lead_time"]
+    persistence = np.repeat(series.values[init][:, None, :, 0], H, axis=1)  # [K, H, N]
+    external = xr.Dataset({"speed": (("init_time", "lead_time", "node"), persistence, {"units": "km/h"})},
+                          coords={k: layout[k] for k in ("init_time", "lead_time", "node", "sensor_id")})
+    path = tmp_path / "external.nc"
+    external.to_netcdf(path)
+
+    with pytest.raises(ForecastFileError, match="dataset=NAME"):
+        run_evaluation(evaluate_cfg(path, trained["uri"], "mlflow.enabled=false"))
+    result = run_evaluation(evaluate_cfg(path, trained["uri"], *TINY_TRUTH, "mlflow.enabled=false", "plots.enabled=false"))
+    steps = init[:, None] + np.arange(1, H + 1)[None, :]
+    y, m = series.values[steps][..., 0], series.mask[steps][..., 0]
+    for h in (1, 6, H):
+        err = np.abs(persistence[:, h - 1] - y[:, h - 1])[m[:, h - 1]]
+        assert result["metrics"][f"mae_h{h}"] == pytest.approx(err.mean(), rel=1e-5)
+        assert result["metrics"][f"rmse_h{h}"] == pytest.approx(np.sqrt((err**2).mean()), rel=1e-5)
+
+
+def test_an_unfinished_zarr_store_is_not_scored(trained, tmp_path):
+    from stlm.evaluate.forecasts import ForecastFileError
+    from stlm.forecast.store import progress_dir
+
+    out = tmp_path / "f.zarr"
+    run_forecast(forecast_cfg(out, f"checkpoint={trained['best_checkpoint']}", "init_times.every=20"))
+    progress_dir(out).mkdir()  # as a killed job leaves it
+    with pytest.raises(ForecastFileError, match="unfinished .* rerun the same stlm.forecast command"):
+        run_evaluation(evaluate_cfg(out, trained["uri"]))
