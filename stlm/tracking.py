@@ -5,7 +5,12 @@ Defaults (MLflow 3.x refuses a bare ``./mlruns`` file store unless opted in):
 * tracking URI: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<cwd>/mlflow.db``;
 * artifacts of a SQLite store: ``<directory of the .db>/mlartifacts`` (set explicitly when the experiment is
   created, so artifacts never land in an unexpected relative folder);
-* the store is initialised once before training (a fresh SQLite DB races when several processes create it).
+* the store is initialised once before training (a fresh SQLite DB races when several processes create it:
+  creation holds a file lock, ``<db>.lock``, so parallel jobs started at once wait for each other);
+* an unreachable store fails before any data is read, in seconds: a refused server is probed with a short
+  timeout, and a SQLite file that cannot be created is opened once directly (MLflow itself retries for
+  about 100 s before giving up). Training never starts without its tracking store: ``logger=none`` trains
+  without one.
 
 The URI is always passed explicitly to Lightning's ``MLFlowLogger``, which otherwise reads the environment
 variable when it is imported.
@@ -13,6 +18,7 @@ variable when it is imported.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -61,16 +67,52 @@ def _probe_server(tracking_uri: str, timeout_s: float = 10.0) -> None:
         ) from err
 
 
+def _probe_sqlite(db: Path, tracking_uri: str) -> None:
+    """Fail at once when the SQLite file cannot be created or opened (MLflow retries for ~100 s first)."""
+    import sqlite3
+
+    try:
+        db.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(db, timeout=60)) as conn:
+            conn.execute("PRAGMA schema_version").fetchone()
+    except (OSError, sqlite3.Error) as err:
+        raise RuntimeError(
+            f"MLflow tracking store {tracking_uri!r} cannot be opened ({type(err).__name__}: {err}). Point it at a "
+            "writable directory (MLFLOW_TRACKING_URI=sqlite:///<dir>/mlflow.db or logger.tracking_uri=...), or "
+            "run with logger=none"
+        ) from err
+
+
+@contextlib.contextmanager
+def _creation_lock(db: Path):
+    """An exclusive lock on ``<db>.lock`` while the store is created or migrated (no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(db.with_name(db.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_store(tracking_uri: str) -> None:
     """Create (or migrate) the tracking store once, and fail fast with a clear message if it is unreachable."""
     from mlflow.tracking import MlflowClient
 
+    lock = contextlib.nullcontext()
     if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        db = Path(tracking_uri[len("sqlite:///"):])
+        _probe_sqlite(db, tracking_uri)
+        lock = _creation_lock(db)
     if tracking_uri.startswith(("http://", "https://")):
         _probe_server(tracking_uri)  # MLflow's own client retries a refused connection for minutes
     try:
-        MlflowClient(tracking_uri).search_experiments(max_results=1)
+        with lock:
+            MlflowClient(tracking_uri).search_experiments(max_results=1)
     except Exception as err:  # mlflow raises several types (MlflowException, requests errors)
         raise RuntimeError(
             f"MLflow tracking store {tracking_uri!r} is not reachable ({type(err).__name__}: {err}). Start the "
