@@ -10,7 +10,10 @@ with the sweep id, and configurations that already finished in the experiment ar
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,13 +24,15 @@ from omegaconf import DictConfig, OmegaConf
 
 import stlm
 from stlm.checkpoints import spec_arrays
+from stlm.config_check import check_config, check_launch
 from stlm.io.atomic import atomic_write_text
 from stlm.metrics.weighted import lead_name
 from stlm.reporting import metrics_table
 from stlm.runs import RunRecord, resolve_checkpoint
 from stlm.sweeps import find_finished_run, should_skip
 from stlm.tracking import (
-    COMPLETE_TAG, config_hash, flatten_config, git_sha, reproducibility_tags, resolve_tracking_uri, tracking_uri_of,
+    COMPLETE_TAG, config_hash, ensure_store, flatten_config, git_sha, reproducibility_tags, resolve_tracking_uri,
+    tracking_uri_of,
 )
 
 log = logging.getLogger("stlm.train")
@@ -107,15 +112,31 @@ def evaluate_baselines(cfg: DictConfig, datamodule) -> dict[str, dict[str, float
 def run(cfg: DictConfig, extra_callbacks: Sequence = ()) -> dict[str, Any]:
     """Train and test as configured; returns run id, checkpoint paths and test metrics.
 
-    ``extra_callbacks`` are added to the configured Lightning callbacks (tests use them to interrupt a run);
-    they are not part of the configuration and do not change its hash.
+    The configuration is checked first (:mod:`stlm.config_check`: a bad value is named before any data is read)
+    and the tracking store is reached before any compute (:func:`stlm.tracking.ensure_store`). A SIGTERM ends
+    the run with :class:`stlm.preemption.Preempted` (exit code 143) after saving ``last.ckpt`` and marking the
+    MLflow run ``KILLED``. ``extra_callbacks`` are added to the configured Lightning callbacks (tests use them to
+    interrupt a run); they are not part of the configuration and do not change its hash.
     """
+    from stlm.preemption import sigterm_outside_lightning
+
+    check_config(cfg)
+    check_launch(cfg, _in_multirun(), int(os.environ.get("WORLD_SIZE", "1")))
+    with sigterm_outside_lightning():
+        return _run(cfg, extra_callbacks)
+
+
+def _run(cfg: DictConfig, extra_callbacks: Sequence) -> dict[str, Any]:
     import pytorch_lightning as pl
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+    from stlm.preemption import SaveOnPreemption, is_preemption
+    from stlm.rng_state import RngStateCheckpoint
     from stlm.throughput import Throughput
 
     is_rank_zero = rank_zero_only.rank == 0  # DDP re-runs this function in every rank
+    if is_rank_zero and (uri := tracking_uri_of(cfg)) is not None:
+        ensure_store(uri)  # an unreachable store fails here, before any data is read
     chash = config_hash(cfg)
     # Unresolved, so a forecast job can change one key (dataset.path) and have every use of it follow; taken
     # before instantiate(), which resolves the config it is given in place.
@@ -161,39 +182,65 @@ def run(cfg: DictConfig, extra_callbacks: Sequence = ()) -> dict[str, Any]:
         mlflow_run_id=logger.run_id if logger and is_rank_zero else None,
         tracking_uri=resolve_tracking_uri(cfg.logger.get("tracking_uri")) if logger else None,
     )
-    if is_rank_zero:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        record.save()
-        atomic_write_text(output_dir / "resolved_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        if (overrides := _overrides_yaml()) is not None:
-            atomic_write_text(output_dir / "overrides.yaml", overrides)
-        if logger and resumed is None:  # params are immutable in MLflow: a resumed run keeps its own
-            params = {k: v for k, v in flatten_config(cfg).items() if not k.startswith("dataset.datamodule.")}
-            params["model.n_parameters"] = str(n_params)
-            logger.log_hyperparams(params)
-
-    throughput = Throughput()
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()] + [throughput, *extra_callbacks]
-    trainer = instantiate(cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
+    preemption = SaveOnPreemption(record.checkpoint_dir)
     try:
-        return _fit_and_report(cfg, trainer, engine, datamodule, logger, record, ckpt, model_name, n_params, throughput)
-    except BaseException:
         if is_rank_zero:
-            record.status = "failed"
+            output_dir.mkdir(parents=True, exist_ok=True)
             record.save()
+            atomic_write_text(output_dir / "resolved_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+            if (overrides := _overrides_yaml()) is not None:
+                atomic_write_text(output_dir / "overrides.yaml", overrides)
+            if logger and resumed is None:  # params are immutable in MLflow: a resumed run keeps its own
+                params = {k: v for k, v in flatten_config(cfg).items() if not k.startswith("dataset.datamodule.")}
+                params["model.n_parameters"] = str(n_params)
+                logger.log_hyperparams(params)
+
+        throughput = Throughput()
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+        callbacks += [throughput, RngStateCheckpoint(), preemption, *extra_callbacks]
+        trainer = instantiate(cfg.trainer, logger=logger or False, callbacks=callbacks, default_root_dir=str(output_dir))
+        return _fit_and_report(cfg, trainer, engine, datamodule, logger, record, ckpt, model_name, n_params, throughput)
+    except BaseException as err:
+        if is_rank_zero:
+            record.status = "preempted" if is_preemption(err) else "failed"
+            record.save()
+        if is_preemption(err):
+            raise _preempted(logger, record, preemption.saved, is_rank_zero) from err
         raise
+
+
+def _preempted(logger, record: RunRecord, saved: Path | None, is_rank_zero: bool):
+    """Mark the MLflow run KILLED and build the exit (code 143) that reports what was saved and how to resume."""
+    from stlm.preemption import Preempted
+
+    where = f"saved {saved}" if saved else f"stopped outside training (checkpoints in {record.checkpoint_dir} kept)"
+    status = ""
+    if logger and is_rank_zero:
+        try:
+            logger.experiment.set_terminated(logger.run_id, "KILLED")
+            status = f"; MLflow run {logger.run_id} marked KILLED"
+        except Exception as err:  # the store may be gone too: the checkpoint matters more
+            status = f"; MLflow run {logger.run_id} could not be marked KILLED ({type(err).__name__}: {err})"
+    message = (f"preempted (SIGTERM): {where}{status}; exit code 143. Resume with the same command and "
+               "ckpt_path=last")
+    if is_rank_zero:
+        print(message, file=sys.stderr, flush=True)
+    return Preempted(message)
 
 
 def _fit_and_report(cfg, trainer, engine, datamodule, logger, record: RunRecord, ckpt, model_name: str, n_params: int,
                     throughput):
     """Fit (or only evaluate a fitted model), test the best checkpoint, score the baselines, log, report."""
     if engine.has_trainable_parameters:
-        trainer.fit(engine, datamodule=datamodule, ckpt_path=ckpt)
-        test = _test_metrics(trainer.test(engine, datamodule=datamodule, ckpt_path="best", verbose=False))
+        # weights_only: reading a checkpoint never runs code from it (stlm.runs checked it already)
+        trainer.fit(engine, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
+        test = _test_metrics(trainer.test(engine, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True))
     else:  # fitted baselines: nothing to train, evaluate directly
         trainer.validate(engine, datamodule=datamodule, verbose=False)
         test = _test_metrics(trainer.test(engine, datamodule=datamodule, verbose=False))
 
+    if trainer.world_size > 1:  # synced over ranks: each rank reports what it computed
+        log.info("rank %d of %d test metrics: %s", trainer.global_rank, trainer.world_size, json.dumps(test, sort_keys=True))
     checkpoint_cb = trainer.checkpoint_callback
     best = checkpoint_cb.best_model_path if checkpoint_cb and checkpoint_cb.best_model_path else None
     output_dir = Path(record.run_dir)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -228,3 +230,6 @@ def test_ddp_on_cpu_trains_and_logs_one_run(tmp_path, tiny_train_overrides):
     runs = client.search_runs([client.get_experiment_by_name("traffic").experiment_id])
     assert len(runs) == 1 and runs[0].info.run_id == record.mlflow_run_id
     assert runs[0].data.metrics["test/mae_avg"] == pytest.approx(record.test_metrics["mae_avg"], rel=1e-6)
+    # Every rank computed the same test metrics (synced over ranks; stlm.train logs them per rank).
+    per_rank = dict(re.findall(r"rank (\d) of 2 test metrics: (\{.*\})", proc.stdout + proc.stderr))
+    assert sorted(per_rank) == ["0", "1"] and json.loads(per_rank["0"]) == json.loads(per_rank["1"]) == record.test_metrics

@@ -132,7 +132,8 @@ class ForecastingEngine(pl.LightningModule):
             )
         _update_metric(self.metrics[prefix], pred, batch)
         loss = self._loss(pred, batch)
-        self.log(f"{prefix}/loss", loss, on_epoch=True, batch_size=batch["y"].shape[0])
+        # sync_dist: averaged over ranks, like the metrics (torchmetrics), so every DDP rank reports the same value
+        self.log(f"{prefix}/loss", loss, on_epoch=True, batch_size=batch["y"].shape[0], sync_dist=True)
 
     def validation_step(self, batch, batch_idx):
         self._evaluate(batch, "val")
