@@ -24,7 +24,9 @@ tile by tile, from the last, and every gradient follows from G by vectorized con
 
 Memory. The forward keeps its inputs (views, no copies), the state entering each tile and, with a gate z,
 the pre-gate output; step sizes, decays and states are recomputed per tile in the backward (one more
-exp2 and sequential loop per tile), so memory beyond the inputs is O(one tile + L batch d). Every tile's
+exp2 and sequential loop per tile), so memory beyond the inputs is O(one tile + L batch d). A sequence whose
+decays and states are small (``tiles.KEEP_BYTES``: a time chunk of a long window, see
+:mod:`stlm.nn.time_chunks`) keeps them instead, and its backward skips that recomputation. Every tile's
 temporaries live in a few reused buffers (:func:`~stlm.kernels.chunked.layout.workspace`), because fresh
 memory costs page faults where reused memory stays resident and in cache.
 
@@ -47,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from stlm.kernels.chunked.layout import (
+    acquire,
     channel_major,
     contract_channels,
     groups,
@@ -55,16 +58,17 @@ from stlm.kernels.chunked.layout import (
     outer,
     per_group,
     readout,
+    readout_loop,
+    release,
     series,
     workspace,
 )
-from stlm.kernels.chunked.tiles import reverse_scan_steps, scan_steps, tile_shape, tiles
+from stlm.kernels.chunked.tiles import keep_bytes, reverse_scan_steps, scan_steps, tile_shape, tiles
 from stlm.kernels.reference.scan import align_groups
 
 # F.softplus returns x itself above this threshold (PyTorch's default), so its derivative there is exactly 1.
 _SOFTPLUS_THRESHOLD = 20.0
 _LOG2_E = 1.0 / math.log(2.0)
-_BUFFERS = 4  # tile-sized buffers of a workspace: decays, states, state gradients, a product
 
 
 def _softplus_grad(dt_raw: torch.Tensor) -> torch.Tensor:
@@ -73,20 +77,32 @@ def _softplus_grad(dt_raw: torch.Tensor) -> torch.Tensor:
 
 
 def _step_sizes(delta_c, u_c, bias, softplus: bool):
-    """(dt_raw, dt, dt * u) of one tile [T, nb, d] from its raw steps and inputs."""
+    """(dt_raw, dt, dt * u) of one tile [nb, T, d] from its raw steps and inputs."""
     dt_raw = delta_c + bias if bias is not None else delta_c
     dt = F.softplus(dt_raw) if softplus else dt_raw
     return dt_raw, dt, dt * u_c
 
 
-def _tile_states(ws, shape, dt, x, B_c, A2, h0):
-    """Decays ``a`` and states ``H`` [T, nb, g, n, dg] of one tile, in workspace buffers 0 and 1, from its step
-    sizes dt and inputs x = dt u [T, nb, d], B [T, nb, g, n] and the state h0 [nb, g, n, dg] entering it.
-    ``A2`` is A * log2(e) as [g, n, dg], so exp2(dt A2) = exp(dt A)."""
-    a = torch.mul(per_group(dt, shape[2]), A2, out=ws.tile(0, shape)).exp2_()
-    H = outer(x, B_c, out=ws.tile(1, shape))
-    scan_steps(ws.steps(0, shape), ws.steps(1, shape), h0)
+def _tile_states(bufs, dt, x, B_c, A2, h0):
+    """Decays ``a`` and states ``H`` [nb, T, g, n, dg] of one tile, written into ``bufs`` = (a, H, their step
+    views), from its step sizes dt and inputs x = dt u [nb, T, d], B [nb, T, g, n] and the state h0
+    [nb, g, n, dg] entering it. ``A2`` is A * log2(e) as [g, n, dg], so exp2(dt A2) = exp(dt A)."""
+    a, H, a_steps, H_steps = bufs
+    torch.mul(per_group(dt, a.shape[2]), A2, out=a).exp2_()
+    outer(x, B_c, out=H)
+    scan_steps(a_steps, H_steps, h0)
     return a, H
+
+
+def _buffers(ws, shape, kept, full, b0, b1, t0, t1):
+    """(a, H, step views of a, step views of H) of one tile: slices of the kept decays and states (buffers 0
+    and 1 of ``kept``, each [batch, L, g, n, dg] = ``full``) when the forward keeps them, else tile buffers 0
+    and 1 of the workspace ``ws``."""
+    if kept is not None:
+        rows, cols = slice(b0, b1), slice(t0, t1)
+        return (kept.tile(0, full)[rows, cols], kept.tile(1, full)[rows, cols],
+                kept.steps(0, full, rows, cols), kept.steps(1, full, rows, cols))
+    return ws.tile(0, shape), ws.tile(1, shape), ws.steps(0, shape), ws.steps(1, shape)
 
 
 def _as_groups(A: torch.Tensor, g: int, dtype: torch.dtype, scale: float = 1.0) -> torch.Tensor:
@@ -101,14 +117,15 @@ class ChunkedScanFn(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus: bool, block: int, chunk: int
+        ctx, u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus: bool, block: int, chunk: int,
+        keep_states: bool,
     ):
         batch, d, L = u.shape
         n = A.shape[1]
         cdtype = torch.float64 if u.dtype == torch.float64 else torch.float32  # state / compute dtype
-        ut, deltat = series(u, cdtype), series(delta, cdtype)  # [L, batch, d] views
+        ut, deltat = series(u, cdtype), series(delta, cdtype)  # [batch, L, d] views
         zt = series(z, cdtype) if z is not None else None
-        Bt, Ct = groups(B, cdtype), groups(C, cdtype)  # [L, batch, g, n] views
+        Bt, Ct = groups(B, cdtype), groups(C, cdtype)  # [batch, L, g, n] views
         g = Bt.shape[2]
         dg = d // g
         A2 = _as_groups(A, g, cdtype, _LOG2_E)
@@ -120,30 +137,36 @@ class ChunkedScanFn(torch.autograd.Function):
             else u.new_zeros(batch, g, n, dg, dtype=cdtype)
         )
         h_final = h_init.clone()  # stays h_init when L == 0
-        out = new_series(L, batch, d, ut)
-        y_pre = new_series(L, batch, d, ut) if zt is not None else None
+        out = new_series(batch, L, d, ut)
+        y_pre = new_series(batch, L, d, ut) if zt is not None else None
         starts = {}  # the state entering each tile: all the backward needs to recompute the tile
-        with workspace(_BUFFERS, min(block, batch) * min(chunk, max(L, 1)) * d * n, ut) as ws:
+        # Short sequences (a time chunk of a long window) keep their decays and states for the backward, in
+        # pooled memory held until the backward releases it.
+        full = (batch, L, g, n, dg)
+        kept = acquire(2, batch * L * d * n, ut, kind="kept") if keep_states else None
+        tile_numel = min(block, batch) * min(chunk, max(L, 1)) * d * n
+        with workspace(0 if kept is not None else 2, tile_numel, ut) as ws:
             for b0, b1, t0, t1 in tiles(batch, L, block, chunk):
                 h = h_init[b0:b1] if t0 == 0 else h
                 starts[b0, t0] = h
-                shape = (t1 - t0, b1 - b0, g, n, dg)
-                u_c = ut[t0:t1, b0:b1]
-                _, dt, x = _step_sizes(deltat[t0:t1, b0:b1], u_c, bias, delta_softplus)
-                a, H = _tile_states(ws, shape, dt, x, Bt[t0:t1, b0:b1], A2, h)
-                y = readout(H, Ct[t0:t1, b0:b1].unsqueeze(-1), ws.tile(2, shape))
+                shape = (b1 - b0, t1 - t0, g, n, dg)
+                u_c = ut[b0:b1, t0:t1]
+                _, dt, x = _step_sizes(deltat[b0:b1, t0:t1], u_c, bias, delta_softplus)
+                a, H = _tile_states(_buffers(ws, shape, kept, full, b0, b1, t0, t1), dt, x, Bt[b0:b1, t0:t1], A2, h)
+                y = readout_loop(H, Ct[b0:b1, t0:t1])
                 if Dc is not None:
                     y.addcmul_(u_c, Dc)
                 if zt is not None:
-                    y_pre[t0:t1, b0:b1] = y
-                    out[t0:t1, b0:b1] = y.mul_(F.silu(zt[t0:t1, b0:b1]))
+                    y_pre[b0:b1, t0:t1] = y
+                    torch.mul(y, F.silu(zt[b0:b1, t0:t1]), out=out[b0:b1, t0:t1])
                 else:
-                    out[t0:t1, b0:b1] = y
-                h = H[-1].clone()  # a copy: the workspace is overwritten by the next tile
+                    out[b0:b1, t0:t1] = y
+                h = H[:, -1].clone()  # a copy: the workspace is overwritten by the next tile
                 if t1 == L:
                     h_final[b0:b1] = h
         ctx.save_for_backward(ut, deltat, zt, Bt, Ct, A, D, delta_bias, y_pre)
         ctx.starts = starts  # intermediate tensors (not inputs or outputs): safe to keep on ctx
+        ctx.kept = kept
         ctx.meta = (delta_softplus, block, chunk, u.dtype, delta.dtype, B.dim(), B.dtype, C.dim(), C.dtype)
         ctx.dtypes = tuple(None if t is None else t.dtype for t in (z, initial_state))
         ctx.set_materialize_grads(False)
@@ -151,11 +174,21 @@ class ChunkedScanFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g_out, g_final):
-        ut, deltat, zt, Bt, Ct, A, D, delta_bias, y_pre = ctx.saved_tensors  # (recomputed here under checkpoint)
+        ut, deltat, zt, Bt, Ct, A, D, delta_bias, y_pre = ctx.saved_tensors
+        # The kept decays and states serve one backward; a second one (retain_graph) recomputes them.
+        kept, ctx.kept = ctx.kept, None
+        try:
+            return ChunkedScanFn._backward(ctx, g_out, g_final, ut, deltat, zt, Bt, Ct, A, D, delta_bias, y_pre, kept)
+        finally:
+            if kept is not None:
+                release(kept, ut, kind="kept")
+
+    @staticmethod
+    def _backward(ctx, g_out, g_final, ut, deltat, zt, Bt, Ct, A, D, delta_bias, y_pre, kept):
         starts = ctx.starts
         delta_softplus, block, chunk, u_dtype, delta_dtype, B_dim, B_dtype, C_dim, C_dtype = ctx.meta
         z_dtype, init_dtype = ctx.dtypes
-        L, batch, d = ut.shape
+        batch, L, d = ut.shape
         n = A.shape[1]
         g = Bt.shape[2]
         dg = d // g
@@ -167,60 +200,67 @@ class ChunkedScanFn(torch.autograd.Function):
         Dc = D.to(cdtype) if D is not None else None
         need_B, need_C = ctx.needs_input_grad[3], ctx.needs_input_grad[4]
         need_z = zt is not None and ctx.needs_input_grad[6]
-        g_u, g_delta = new_series(L, batch, d, ut), new_series(L, batch, d, ut)
-        g_z = new_series(L, batch, d, ut) if need_z else None
-        grads_BC = ut.new_empty(2, batch, L, g, n).permute(0, 2, 1, 3, 4)  # [L, batch, g, n] each
-        g_B, g_C = grads_BC[0], grads_BC[1]
+        g_u, g_delta = new_series(batch, L, d, ut), new_series(batch, L, d, ut)
+        g_z = new_series(batch, L, d, ut) if need_z else None
+        g_B = ut.new_empty(batch, L, g, n) if need_B else None
+        g_C = ut.new_empty(batch, L, g, n) if need_C else None
         g_A = torch.zeros(g, n, dg, dtype=cdtype, device=ut.device)
         g_D = torch.zeros(d, dtype=cdtype, device=ut.device) if D is not None else None
         g_final = g_final.to(cdtype).reshape(batch, g, dg, n).transpose(2, 3) if g_final is not None else None
         g_init = ut.new_zeros(batch, g, n, dg)
-        with workspace(_BUFFERS, min(block, batch) * min(chunk, max(L, 1)) * d * n, ut) as ws:
+        full = (batch, L, g, n, dg)
+        base = 0 if kept is not None else 2  # tile buffers: [a, H,] G, a product
+        with workspace(base + 2, min(block, batch) * min(chunk, max(L, 1)) * d * n, ut) as ws:
             for b0, b1, t0, t1 in tiles(batch, L, block, chunk, reverse=True):
                 if t1 == L:  # dL/dh of the tile's last state, flowing in from later steps
                     carry = g_final[b0:b1] if g_final is not None else None
-                shape = (t1 - t0, b1 - b0, g, n, dg)
-                u_c, B_c, C_c = ut[t0:t1, b0:b1], Bt[t0:t1, b0:b1], Ct[t0:t1, b0:b1]
-                dt_raw, dt, x = _step_sizes(deltat[t0:t1, b0:b1], u_c, bias, delta_softplus)
+                shape = (b1 - b0, t1 - t0, g, n, dg)
+                u_c, B_c, C_c = ut[b0:b1, t0:t1], Bt[b0:b1, t0:t1], Ct[b0:b1, t0:t1]
+                dt_raw, dt, x = _step_sizes(deltat[b0:b1, t0:t1], u_c, bias, delta_softplus)
                 h0 = starts[b0, t0]
-                a, H = _tile_states(ws, shape, dt, x, B_c, A2, h0)
-                G = ws.tile(2, shape)
+                bufs = _buffers(ws, shape, kept, full, b0, b1, t0, t1)
+                if kept is None:
+                    _tile_states(bufs, dt, x, B_c, A2, h0)
+                a, H, a_steps, _ = bufs
+                G = ws.tile(base, shape)
                 if gy is not None:
-                    gy_c = gy[t0:t1, b0:b1]
+                    gy_c = gy[b0:b1, t0:t1]
                     if zt is not None:
-                        z_c = zt[t0:t1, b0:b1]
+                        z_c = zt[b0:b1, t0:t1]
                         sz = torch.sigmoid(z_c)
                         if need_z:  # out = y_pre * silu(z): d silu(z)/dz = sigmoid(z) (1 + z (1 - sigmoid(z)))
-                            g_z[t0:t1, b0:b1] = gy_c * y_pre[t0:t1, b0:b1] * sz * (1 + z_c * (1 - sz))
+                            g_z[b0:b1, t0:t1] = gy_c * y_pre[b0:b1, t0:t1] * sz * (1 + z_c * (1 - sz))
                         gy_c = gy_c * (z_c * sz)  # dL/dy (before the gate)
                     outer(gy_c, C_c, out=G)
                     if need_C:
-                        g_C[t0:t1, b0:b1] = contract_channels(H, gy_c)
+                        g_C[b0:b1, t0:t1] = contract_channels(H, gy_c)
                     if Dc is not None:
                         g_D += (gy_c * u_c).sum((0, 1))
                 else:
                     G.zero_()
                     if need_z:
-                        g_z[t0:t1, b0:b1] = 0
+                        g_z[b0:b1, t0:t1] = 0
                     if need_C:
-                        g_C[t0:t1, b0:b1] = 0
-                reverse_scan_steps(ws.steps(0, shape), ws.steps(2, shape), carry)  # G_t = dL/dh_t
-                carry = a[0] * G[0]
+                        g_C[b0:b1, t0:t1] = 0
+                reverse_scan_steps(a_steps, ws.steps(base, shape), carry)  # G_t = dL/dh_t
+                carry = a[:, 0] * G[:, 0]
                 if need_B:
-                    g_B[t0:t1, b0:b1] = contract_channels(G, x)
-                tmp = ws.tile(3, shape)
+                    g_B[b0:b1, t0:t1] = contract_channels(G, x)
+                tmp = ws.tile(base + 1, shape)
                 g_x = readout(G, B_c.unsqueeze(-1), tmp)  # dL/d(dt_t u_t)
                 # M = G_t a_t h_{t-1}: the gradient w.r.t. the exponent dt_t A (in place: G and a are done).
                 M = G.mul_(a)
-                M[1:].mul_(H[:-1])
-                M[0].mul_(h0)
+                M[:, 1:].mul_(H[:, :-1])
+                M[:, 0].mul_(h0)
                 g_dt = readout(M, A_g, tmp).addcmul_(g_x, u_c)
                 g_A += M.mul_(per_group(dt, g)).sum((0, 1))
                 g_u_c = g_x.mul_(dt)
                 if gy is not None and Dc is not None:
                     g_u_c.addcmul_(gy_c, Dc)
-                g_u[t0:t1, b0:b1] = g_u_c
-                g_delta[t0:t1, b0:b1] = g_dt.mul_(_softplus_grad(dt_raw)) if delta_softplus else g_dt
+                g_u[b0:b1, t0:t1] = g_u_c
+                if delta_softplus:
+                    g_dt.mul_(_softplus_grad(dt_raw))
+                g_delta[b0:b1, t0:t1] = g_dt
                 if t0 == 0:
                     g_init[b0:b1] = carry
         g_bias = g_delta.sum((0, 1)).to(delta_bias.dtype) if delta_bias is not None else None
@@ -237,6 +277,7 @@ class ChunkedScanFn(torch.autograd.Function):
             channel_major(g_z, z_dtype) if need_z else None,
             g_bias,
             g_init,
+            None,
             None,
             None,
             None,
@@ -271,7 +312,14 @@ def selective_scan_chunked(
     else:
         block, chunk = tile_shape(batch, d, A.shape[1], L, u.device, itemsize)
     B, C = align_groups(B, C, d)
+    # Keep the decays and states for the backward (instead of recomputing them there) when they are small.
+    keep_states = (
+        torch.is_grad_enabled()
+        and any(t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias, initial_state))
+        and 2 * batch * L * d * A.shape[1] * itemsize <= keep_bytes(u.device)
+    )
     out, final_state = ChunkedScanFn.apply(
-        u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, max(1, int(block)), max(1, int(chunk))
+        u, delta, A, B, C, D, z, delta_bias, initial_state, delta_softplus, max(1, int(block)), max(1, int(chunk)),
+        keep_states,
     )
     return (out, final_state) if return_final_state else out

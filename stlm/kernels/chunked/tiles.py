@@ -25,6 +25,13 @@ import torch
 
 TILE_BYTES = {"cpu": 2 << 20, "cuda": 1 << 28}  # cpu: measured best of 1, 2, 4, 8 MiB here
 MIN_STEP_BYTES = {"cpu": 64 << 10, "cuda": 1 << 28}
+# The forward keeps a sequence's decays and states for the backward (instead of recomputing them there) when
+# both fit in this: a time chunk of a long window does; a whole long window, or a large batch, does not.
+KEEP_BYTES = {"cpu": 8 << 20, "cuda": 1 << 28}
+
+
+def keep_bytes(device: torch.device) -> int:
+    return KEEP_BYTES.get(device.type, KEEP_BYTES["cuda"])
 
 
 def tile_shape(batch: int, d: int, n: int, L: int, device: torch.device, itemsize: int = 4) -> tuple[int, int]:
