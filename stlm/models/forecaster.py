@@ -15,6 +15,15 @@ Recurrent (streaming) mode, for a temporal mixer with a state (the selective SSM
 The state holds each block's per-node SSM state and the head's buffer of the last ``head_steps`` normalized
 hidden states: its size is fixed, so a step costs the same whatever the history length. Stepping through a
 history from ``init_state`` gives the forecast of ``forward`` on that history as one window, for any length.
+
+Time-chunked training (``time_chunk=K``, for long windows with a streaming temporal mixer). The same state makes
+the windowed pass exact when run K steps at a time: chunk k runs the embedding and every block on its K steps,
+starting from the state chunk k-1 ended with. Under gradients the forward keeps no activations, only the
+state at each chunk boundary, and the backward recomputes one chunk at a time (:mod:`stlm.nn.time_chunks`), so
+activation memory is one chunk's plus the chunk-boundary states, instead of the whole window's, for one more
+forward pass of compute. Outputs and gradients equal the unchunked pass (up to
+float rounding; with dropout the random masks differ). Attention over time cannot do this: every query of a
+chunk reads the keys of the whole window before it, so there is no fixed-size state to carry.
 """
 
 from __future__ import annotations
@@ -28,6 +37,7 @@ from stlm.models.seasonal_prior import SeasonalPrior
 from stlm.nn.block import MixerFactory, STBlock
 from stlm.nn.embeddings import SpatioTemporalEmbedding
 from stlm.nn.heads import ForecastHead
+from stlm.nn.time_chunks import has_active_dropout, run_in_time_chunks
 
 
 class STLMForecaster(nn.Module):
@@ -48,6 +58,9 @@ class STLMForecaster(nn.Module):
         init_weights: a training checkpoint whose network weights this model starts from (fine-tuning; e.g. a
             one-week window from a model trained on 12 steps with the same ``head_steps``). The seasonal prior
             is fitted on this run's data, not copied.
+        time_chunk: run windows longer than this many steps in time chunks, each recomputed in the backward
+            (see the module docstring): activation memory of one chunk instead of the whole window, same
+            results. None = off. Needs a temporal mixer with a recurrent state (the selective SSM).
     """
 
     def __init__(
@@ -64,6 +77,7 @@ class STLMForecaster(nn.Module):
         seasonal_prior: bool = True,
         head_steps: int | None = None,
         init_weights: str | None = None,
+        time_chunk: int | None = None,
     ):
         super().__init__()
         self.spec = spec
@@ -77,6 +91,17 @@ class STLMForecaster(nn.Module):
         self.head = ForecastHead(spec.window, d_model, spec.horizon, spec.n_channels, mode=head, steps=head_steps)
         self.n_slots = max(1, round(24 * 60 / spec.interval_minutes))
         self.init_weights = init_weights
+        if time_chunk is not None:
+            if isinstance(time_chunk, bool) or not isinstance(time_chunk, int) or time_chunk < 1:
+                raise ValueError(f"model.time_chunk must be a positive integer (steps) or null (off), got {time_chunk!r}")
+            stateless = [type(b.temporal).__name__ for b in self.blocks if not b.can_stream]
+            if stateless:
+                raise ValueError(
+                    f"model.time_chunk={time_chunk} needs a temporal mixer with a recurrent state to carry from one "
+                    f"chunk to the next; {stateless[0]} has none (attention over time reads the whole window). "
+                    "Use model/temporal=ssm, or model.time_chunk=null."
+                )
+        self.time_chunk = time_chunk
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = batch["x"]
@@ -85,12 +110,33 @@ class STLMForecaster(nn.Module):
                 f"STLMForecaster: batch['x'] must be [B, T, N={self.spec.n_nodes}, C={self.spec.n_channels}], "
                 f"got {tuple(x.shape)}"
             )
-        h = self.embed(self.prior.features(batch), batch["x_time"])
+        features = self.prior.features(batch)
+        if self.time_chunk is not None and x.shape[1] > self.time_chunk:
+            return self.prior.add(self.head(self._forward_chunked(features, batch["x_time"])), batch)
+        h = self.embed(features, batch["x_time"])
         last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
             # Only the steps the head reads leave the last block (exact; see STBlock.forward).
             h = block(h, keep_last=self.head.steps_read if i == last else None)
         return self.prior.add(self.head(h), batch)
+
+    def _forward_chunked(self, features: torch.Tensor, x_time: torch.Tensor) -> torch.Tensor:
+        """The last block's output on the steps the head reads, computed ``time_chunk`` steps at a time."""
+        return run_in_time_chunks(
+            self._chunk, [features, x_time], self.time_chunk, self.head.steps_read,
+            params=[p for n, p in self.named_parameters() if not n.startswith("head.")],
+            n_states=len(self.blocks), dropout=has_active_dropout(self),
+        )
+
+    def _chunk(self, n_kept: int, inputs: list[torch.Tensor], states: list):
+        """One time chunk (features, x_time) through the embedding and every block, from the blocks' ``states``
+        at its start; returns the last block's last ``n_kept`` steps and the states after the chunk."""
+        h = self.embed(*inputs)
+        last, new_states = len(self.blocks) - 1, []
+        for i, block in enumerate(self.blocks):
+            h, state = block(h, state=states[i], return_state=True, keep_last=n_kept if i == last else None)
+            new_states.append(state)
+        return h, new_states
 
     def fit_from_data(self, datamodule) -> None:
         """Fit the seasonal prior on the training period, then load ``init_weights`` if given."""

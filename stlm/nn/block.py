@@ -57,7 +57,9 @@ class STBlock(nn.Module):
         ``keep_last=k`` returns only the last k steps [B, k, N, d]: the temporal mixer still reads every step,
         but the spatial mixer and the MLP (per-step operations) run on the k kept steps only. The forecaster
         uses it in its last block, whose older steps nothing reads: exact, and what makes long windows cheap
-        (a one-week window at 5 minutes has 2016 steps, of which the head reads 12)."""
+        (a one-week window at 5 minutes has 2016 steps, of which the head reads 12). ``keep_last=0`` returns no
+        steps (with ``return_state``, just the state after this input; the temporal mixer still runs on every
+        step, as for any ``keep_last``)."""
         B, T, N, d = h.shape
         new_state = None
         if self.temporal is not None:
@@ -69,6 +71,8 @@ class STBlock(nn.Module):
             h = h + self.dropout(t_out.reshape(B, N, T, d).transpose(1, 2))
         if keep_last is not None and keep_last < T:
             h, T = h[:, T - keep_last :], keep_last
+        if T == 0:  # keep_last=0: only the state is wanted (a time chunk before the steps a head reads)
+            return (h, new_state) if return_state else h
         if self.spatial is not None:
             s_in = self.norm_s(h).reshape(B * T, N, d)
             h = h + self.dropout(self.spatial(s_in).reshape(B, T, N, d))

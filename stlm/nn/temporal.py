@@ -35,6 +35,12 @@ from torch import nn
 from stlm.kernels import KernelChoice
 
 
+def _param_dtype(x: torch.Tensor) -> torch.dtype:
+    """A, D and the step bias enter the scan in float32 (float64 for a float64 model), whatever the activations'
+    dtype: the state and the scan's arithmetic are float32 under 16-bit activations."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 class SelectiveSSM(nn.Module):
     """Mamba block: [batch, L, d_model] -> [batch, L, d_model]."""
 
@@ -93,22 +99,29 @@ class SelectiveSSM(nn.Module):
         u_conv = F.silu(self.causal_conv(u, conv_history))
         dt_r, B, C = self.x_proj(u_conv).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = dt_r @ self.dt_proj.weight.t()  # [batch, L, E]; the bias enters the scan as delta_bias
-        A = -torch.exp(self.A_log.float())
+        pdt = _param_dtype(x)
+        A = -torch.exp(self.A_log.to(pdt))
         # The backend's implementation, resolved once per device and dtype (shapes are ours: no re-validation).
         # It takes Mamba's channel-major layout [batch, E, L]: transposed views, no copies here.
         scan = self.scan_backend(x.device, x.dtype)
         result = scan(
-            u_conv.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=self.D.float(),
-            z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.float(), delta_softplus=True,
+            u_conv.transpose(1, 2), dt.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2), D=self.D.to(pdt),
+            z=z.transpose(1, 2), delta_bias=self.dt_proj.bias.to(pdt), delta_softplus=True,
             initial_state=None if state is None else state["ssm"], return_final_state=return_state,
         )
         if not return_state:
             return self.out_proj(result.transpose(1, 2))
         y, ssm = result
-        prefix = conv_history if conv_history is not None else u.new_zeros(u.shape[0], self.d_conv - 1, u.shape[2])
-        full = torch.cat([prefix, u], dim=1)  # the convolution's input stream, oldest first
-        conv = full[:, full.shape[1] - (self.d_conv - 1) :]
-        return self.out_proj(y.transpose(1, 2)), {"conv": conv, "ssm": ssm}
+        return self.out_proj(y.transpose(1, 2)), {"conv": self._conv_tail(u, conv_history), "ssm": ssm}
+
+    def _conv_tail(self, u: torch.Tensor, history: torch.Tensor | None) -> torch.Tensor:
+        """The last d_conv - 1 inputs of the convolution's stream (history, then u), oldest first: a copy, so a
+        carried state never keeps the whole of u alive (time chunks keep their boundary states)."""
+        k, L = self.d_conv - 1, u.shape[1]
+        if L >= k:
+            return u[:, L - k :].clone()
+        prefix = history if history is not None else u.new_zeros(u.shape[0], k, u.shape[2])
+        return torch.cat([prefix, u], dim=1)[:, L:]
 
     def step(self, x_t: torch.Tensor, state: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """One time step: x_t [batch, d_model] -> (out [batch, d_model], new state); O(1) in the history length."""
@@ -118,9 +131,10 @@ class SelectiveSSM(nn.Module):
         dt_r, B, C = self.x_proj(u_conv).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
         dt = dt_r @ self.dt_proj.weight.t()
         update = self.step_backend(x_t.device, x_t.dtype)
+        pdt = _param_dtype(x_t)
         y, ssm = update(
-            state["ssm"], u_conv, dt, -torch.exp(self.A_log.float()), B, C, D=self.D.float(), z=z,
-            dt_bias=self.dt_proj.bias.float(), dt_softplus=True,
+            state["ssm"], u_conv, dt, -torch.exp(self.A_log.to(pdt)), B, C, D=self.D.to(pdt), z=z,
+            dt_bias=self.dt_proj.bias.to(pdt), dt_softplus=True,
         )
         return self.out_proj(y), {"conv": window[:, 1:], "ssm": ssm}
 
