@@ -22,6 +22,7 @@ Not supported: a second derivative through the chunks (``create_graph``), which 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Sequence
 
 import torch
@@ -123,10 +124,13 @@ class _TimeChunks(torch.autograd.Function):
             chunk_in = [
                 x[:, t0:t1].detach().requires_grad_(need) for x, need in zip(inputs, need_in)
             ]
-            with torch.random.fork_rng(devices=[device] if device.type == "cuda" else [], enabled=ctx.rng is not None):
-                if ctx.rng is not None:
+            with contextlib.ExitStack() as stack:
+                if ctx.rng is not None:  # the chunk's dropout masks, as drawn in the forward
+                    stack.enter_context(torch.random.fork_rng(devices=[device] if device.type == "cuda" else []))
                     _set_rng_state(ctx.rng[c], device)
-                with torch.enable_grad(), torch.autocast(device_type, dtype=autocast_dtype, enabled=autocast_on):
+                if autocast_on:
+                    stack.enter_context(torch.autocast(device_type, dtype=autocast_dtype))
+                with torch.enable_grad():
                     out, states_out = ctx.fn(n_kept, chunk_in, states_in)
             outputs, grads = [], []
             if n_kept:

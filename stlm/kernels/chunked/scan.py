@@ -145,9 +145,10 @@ class ChunkedScanFn(torch.autograd.Function):
         full = (batch, L, g, n, dg)
         kept = acquire(2, batch * L * d * n, ut, kind="kept") if keep_states else None
         tile_numel = min(block, batch) * min(chunk, max(L, 1)) * d * n
+        h = h_init
         with workspace(0 if kept is not None else 2, tile_numel, ut) as ws:
             for b0, b1, t0, t1 in tiles(batch, L, block, chunk):
-                h = h_init[b0:b1] if t0 == 0 else h
+                h = h_init[b0:b1] if t0 == 0 else h  # tiles run in time order within each batch block
                 starts[b0, t0] = h
                 shape = (b1 - b0, t1 - t0, g, n, dg)
                 u_c = ut[b0:b1, t0:t1]
@@ -208,6 +209,7 @@ class ChunkedScanFn(torch.autograd.Function):
         g_D = torch.zeros(d, dtype=cdtype, device=ut.device) if D is not None else None
         g_final = g_final.to(cdtype).reshape(batch, g, dg, n).transpose(2, 3) if g_final is not None else None
         g_init = ut.new_zeros(batch, g, n, dg)
+        carry = None
         full = (batch, L, g, n, dg)
         base = 0 if kept is not None else 2  # tile buffers: [a, H,] G, a product
         with workspace(base + 2, min(block, batch) * min(chunk, max(L, 1)) * d * n, ut) as ws:
