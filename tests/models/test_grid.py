@@ -116,3 +116,96 @@ def test_grid_config_builds_on_the_climate_default_and_never_sees_targets(compos
     assert out.shape == batch["y"].shape and torch.isfinite(out).all()
     leaked = dict(batch, y=torch.randn_like(batch["y"]) * 100, mask=torch.zeros_like(batch["mask"]))
     assert torch.equal(model(leaked), out)
+
+
+def test_same_hour_term_reads_the_targets_time_of_day_one_day_earlier():
+    spec = _spec(C=1, window=6, horizon=5)  # 4 steps a day; the last input is window step 5
+    model = GridForecaster(spec, patch=1, anomaly_terms=["same_hour", "last", "window_mean"], d_model=8,
+                           temporal=partial(SelectiveSSM, d_state=4), spatial=None, kernels="reference")
+    # Lead h (1-based) is step 5 + h: one day (4 steps) earlier is step 1 + h for leads 1..4; lead 5 (step 10) is
+    # more than a day ahead, so two days earlier: step 2.
+    assert model.same_hour_index.tolist() == [2, 3, 4, 5, 2]
+    batch = _batch(spec, B=1)
+    batch["x_mask"][0, 3, 0, 0] = 0  # an unobserved step contributes 0 (the climatology), never a value
+    terms = model._terms(batch["x"], batch["x_mask"], batch["x_time"])  # [B, H, N, C, K]; climatology 0 here
+    x, m = batch["x"][0, :, :, 0], batch["x_mask"][0, :, :, 0]
+    torch.testing.assert_close(terms[0, :, :, 0, 0], (x * m)[[2, 3, 4, 5, 2]])
+    torch.testing.assert_close(terms[0, 0, :, 0, 1], x[5])
+    torch.testing.assert_close(terms[0, 0, :, 0, 2], (x * m).sum(0) / m.sum(0))
+    short = GridForecaster(_spec(C=1, window=2, horizon=3), patch=1, anomaly_terms=["same_hour"], d_model=8,
+                           temporal=partial(SelectiveSSM, d_state=4), spatial=None, kernels="reference")
+    assert short.same_hour_index.tolist() == [-1, -1, 0]  # before the window: the term is 0 at those leads
+
+
+def test_non_negative_least_squares_recovers_weights_and_drops_a_harmful_term():
+    from stlm.models.grid import _nnls_small
+
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(500, 3, generator=g, dtype=torch.float64)
+    y = A @ torch.tensor([0.7, 0.2, 0.0], dtype=torch.float64) + 0.01 * torch.randn(500, generator=g, dtype=torch.float64)
+    c = _nnls_small(A.T @ A, A.T @ y, y @ y)
+    torch.testing.assert_close(c, torch.tensor([0.7, 0.2, 0.0], dtype=torch.float64), atol=5e-3, rtol=0)
+    y = A @ torch.tensor([0.5, -0.4, 0.0], dtype=torch.float64)  # a negative weight is not allowed: refit without it
+    c = _nnls_small(A.T @ A, A.T @ y, y @ y)
+    assert c[1] == 0 and (c >= 0).all()
+    a0 = A[:, [0, 2]]
+    torch.testing.assert_close(c[[0, 2]], torch.linalg.lstsq(a0, y[:, None]).solution[:, 0].clamp_min(0), atol=1e-6, rtol=0)
+    twice = torch.cat([A[:, :1], A[:, :1]], 1)  # collinear terms (same_hour equals last at a lead of one day)
+    assert torch.isfinite(_nnls_small(twice.T @ twice, twice.T @ A[:, 0], A[:, 0] @ A[:, 0])).all()
+
+
+def test_unknown_anomaly_terms_and_fit_split_are_refused():
+    with pytest.raises(ValueError, match="model.anomaly_terms=.*from \\['last', 'same_hour', 'window_mean'\\]"):
+        GridForecaster(_spec(), anomaly_terms=["last", "yesterday"])
+    with pytest.raises(ValueError, match="model.anomaly_fit='test'; choose one of \\['train', 'val'\\]"):
+        GridForecaster(_spec(), anomaly_fit="test")
+
+
+def test_checkpoints_with_the_former_alpha_load_into_the_last_anomaly_weight():
+    spec = _spec()
+    model = _model(spec, 1)
+    state = {k: v for k, v in model.state_dict().items() if k != "beta"}
+    state["alpha"] = torch.full((spec.horizon, spec.n_channels), 0.6)
+    model.load_state_dict(state)
+    torch.testing.assert_close(model.beta, torch.full((spec.horizon, 1, spec.n_channels), 0.6))
+
+
+def test_validation_fitted_weights_forecast_and_training_keeps_the_training_fit(compose_train):
+    """anomaly_fit=val: the forecast (eval) uses the weights fitted on the validation windows; training steps use
+    those fitted on the training windows, and they are least-squares fits of each split (checked by hand)."""
+    from hydra.utils import instantiate
+
+    cfg = compose_train(["dataset=climate", "dataset.n_lat=6", "dataset.n_lon=12", "dataset.n_days=40",
+                         "dataset.normalization_path=null", "dataset.anomaly_terms=[last,same_hour]",
+                         "dataset.anomaly_fit=val", "dataset.learn_anomaly=false"])
+    dm = instantiate(cfg.dataset.datamodule)
+    dm.setup()
+    model = instantiate(cfg.model, _partial_=True)(spec=dm.spec)
+    model.fit_from_data(dm)
+    assert "beta" not in dict(model.named_parameters()) and not torch.equal(model.beta, model.beta_val)
+    assert (model.beta_val >= 0).all() and (model.beta >= 0).all()
+
+    # Hand check of beta_val at every lead: weighted non-negative least squares over every validation window, by
+    # trying the full fit and each single term (two terms) and keeping the best non-negative one.
+    b = dm.datasets["val"].__getitems__(list(range(len(dm.datasets["val"]))))
+    mean, std = float(dm.scaler.mean[0]), float(dm.scaler.std[0])
+    w = torch.cos(torch.deg2rad(torch.as_tensor(dm.spec.node_coords[:, 0], dtype=torch.float64))).sqrt()[None, :, None]
+    all_terms = model._terms(b["x"], b["x_mask"], b["x_time"]).double()  # [B, H, N, C, K]
+    for h in range(dm.spec.horizon):
+        A = (all_terms[:, h, :, 0] * w).reshape(-1, 2)
+        y = (((b["y"][:, h, :, 0] - mean) / std - model._prior(b["y_time"])[:, h, :, 0]).double()[..., None] * w).reshape(-1)
+        fits = [torch.linalg.lstsq(A, y[:, None]).solution[:, 0]]
+        for k in range(2):
+            c = torch.zeros(2, dtype=torch.float64)
+            c[k] = (A[:, k] @ y / (A[:, k] @ A[:, k])).clamp_min(0)
+            fits.append(c)
+        expected = min((c for c in fits if (c >= 0).all()), key=lambda c: float(((A @ c - y) ** 2).sum()))
+        torch.testing.assert_close(model.beta_val[h, :, 0].double(), expected, atol=1e-4, rtol=1e-4)
+
+    batch = next(iter(dm.test_dataloader()))
+    terms = model._terms(batch["x"], batch["x_mask"], batch["x_time"])
+    prior = model._prior(batch["y_time"])
+    model.eval()
+    torch.testing.assert_close(model(batch), prior + torch.einsum("bhnck,hkc->bhnc", terms, model.beta_val))
+    model.train()
+    torch.testing.assert_close(model(batch), prior + torch.einsum("bhnck,hkc->bhnc", terms, model.beta))
