@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -74,7 +75,9 @@ def sigterm_outside_lightning() -> Iterator[None]:
     def handler(signum, frame):
         if signal.getsignal(signal.SIGTERM) is not handler:
             return  # inside trainer.fit/test: Lightning stops at the end of the current batch
-        raise Preempted("SIGTERM received outside training; stopped")
+        message = "preempted (SIGTERM) outside training: stopped at once; exit code 143"
+        print(message, file=sys.stderr, flush=True)
+        raise Preempted(message)
 
     try:
         previous = signal.signal(signal.SIGTERM, handler)

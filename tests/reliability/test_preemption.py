@@ -3,13 +3,18 @@ and the same command with ``ckpt_path=last`` finishes the run."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
+import time
+
+import pytest
 
 import torch
 from mlflow.tracking import MlflowClient
 
 from reliability_helpers import env, fault_cmd, tiny, wait_for
+from stlm.preemption import Preempted, sigterm_outside_lightning
 from stlm.runs import RunRecord
 from stlm.train import run
 from tiny_runs import compose
@@ -42,3 +47,14 @@ def test_sigterm_checkpoints_marks_the_run_killed_exits_143_and_resumes(tmp_path
     assert finished.info.status == "FINISHED" and finished.data.params == params
     assert len(client.search_runs([finished.info.experiment_id])) == 1
     assert RunRecord.load(run_dir / "run.json").status == "finished"
+
+
+def test_sigterm_outside_the_training_loops_stops_at_once_with_143():
+    """Reading data, testing, logging: no batch boundary to wait for, so the SIGTERM ends the run right away."""
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Preempted) as info:
+        with sigterm_outside_lightning():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # interrupted by the handler
+    assert info.value.code == 143 and "outside training" in str(info.value)
+    assert signal.getsignal(signal.SIGTERM) is before  # the previous handler is back
