@@ -138,13 +138,20 @@ class Workspace:
 
 
 class _Pool(threading.local):
-    """Per thread: workspaces not in use, by (kind, device, dtype)."""
+    """Per thread: workspaces not in use, by (kind, device, dtype, inference mode)."""
 
     def __init__(self):
         self.free: dict[tuple[str, str, torch.dtype], list[Workspace]] = {}
 
 
 _POOL = _Pool()
+
+
+def _pool_key(kind: str, like: torch.Tensor) -> tuple:
+    """Buffers allocated under ``torch.inference_mode`` are inference tensors, which may not be written outside
+    it (Lightning validates and tests in inference mode, then trains or predicts under ``no_grad``): the two
+    modes keep separate workspaces."""
+    return (kind, str(like.device), like.dtype, torch.is_inference_mode_enabled())
 POOL_KEEP = 2  # idle workspaces kept per (kind, device, dtype)
 
 
@@ -159,7 +166,7 @@ def acquire(count: int, numel: int, like: torch.Tensor, kind: str = "tiles") -> 
     """
     if like.device.type != "cpu":
         return Workspace(count, numel, like)
-    free = _POOL.free.setdefault((kind, str(like.device), like.dtype), [])
+    free = _POOL.free.setdefault(_pool_key(kind, like), [])
     ws = next((w for w in free if w.fits(count, numel)), None)
     if ws is None:
         # One that also covers the idle ones it replaces: the pool never holds two workspaces where one would do
@@ -176,7 +183,7 @@ def release(ws: Workspace, like: torch.Tensor, kind: str = "tiles") -> None:
     """Give ``ws`` back to the pool (it must not be used afterwards)."""
     if like.device.type != "cpu":
         return
-    free = _POOL.free.setdefault((kind, str(like.device), like.dtype), [])
+    free = _POOL.free.setdefault(_pool_key(kind, like), [])
     free.append(ws)
     if len(free) > POOL_KEEP:
         free.sort(key=lambda w: w.count * w.numel)
