@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 
 from stlm.evaluate.truth import Truth
+from stlm.metrics.weighted import lead_name
 from stlm.plots import _pyplot
 
 _KEY = re.compile(r"^(?P<metric>[a-z]+)_(?:h(?P<h>\d+)|lead(?P<lead>.+))$")
@@ -97,7 +98,7 @@ def plot_grid_maps(forecasts: xr.Dataset, truth: Truth, leads: Sequence[int] | N
         lo, hi = np.nanmin([np.nanmin(f), np.nanmin(o)]), np.nanmax([np.nanmax(f), np.nanmax(o)])
         err = f - o
         bound = float(np.nanmax(np.abs(err))) if np.isfinite(err).any() else 1.0
-        lead = str(forecasts.lead_time.values[h - 1].astype("timedelta64[m]"))
+        lead = lead_name(forecasts.lead_time.values[h - 1] / np.timedelta64(1, "m"))
         for ax, image, title, kw in ((row[0], f, "forecast", dict(vmin=lo, vmax=hi)), (row[1], o, "truth", dict(vmin=lo, vmax=hi)),
                                      (row[2], err, "error", dict(vmin=-bound, vmax=bound, cmap="RdBu_r"))):
             im = ax.imshow(image, origin="lower", extent=extent, aspect="auto", **kw)
