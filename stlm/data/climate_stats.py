@@ -110,6 +110,24 @@ def fit_climatology(
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN cells: handled below
         cell_mean = np.nanmean(table, axis=0, keepdims=True)
         channel_mean = np.nanmean(table, axis=(0, 1), keepdims=True)
+    _report_unobserved_cells(grid, np.isnan(cell_mean[0]))
     table = np.where(np.isfinite(table), table, cell_mean)
     table = np.where(np.isfinite(table), table, np.nan_to_num(channel_mean))
     return table.astype(np.float32)
+
+
+def _report_unobserved_cells(grid: ClimateGrid, never: np.ndarray) -> None:
+    """Warn about cells with no observation in the training period (``never`` [H * W, C]): they stay in the grid
+    (inputs masked, targets scored only where observed) and their climatology is the channel's mean."""
+    for c, channel in enumerate(grid.channels):
+        cells = np.flatnonzero(never[:, c])
+        if len(cells) == 0:
+            continue
+        W = len(grid.lon)
+        shown = ", ".join(f"({grid.lat[i // W]:g}, {grid.lon[i % W]:g})" for i in cells[:5])
+        warnings.warn(
+            f"{grid.origin}: {len(cells)} of {never.shape[0]} cells of {channel} have no observation in the training "
+            f"period (lat, lon: {shown}{' ...' if len(cells) > 5 else ''}); kept: inputs masked, targets scored only "
+            "where observed, climatology = the variable's mean. Check dataset.time_start / the split if unexpected",
+            stacklevel=3,
+        )
