@@ -124,27 +124,27 @@ def run_forecast(cfg: DictConfig, after_chunk: Callable[[int], None] | None = No
     spec = trained.spec
     sel = cfg.init_times
     init = select_init_times(data.datamodule, data.timestamps, spec.window, sel.split, sel.start, sel.end, sel.every)
-    if data.is_grid is False and cfg.format == "wb2":
+    if not data.is_grid and cfg.format == "wb2":
         raise ValueError("format=wb2 is the WeatherBench 2 layout of lat-lon grids; sensor forecasts use format=cf")
 
     interval = pd.Timedelta(minutes=spec.interval_minutes)
     coords = coordinates(init.times, spec.horizon, interval, data)
     job = _job_id(trained.fingerprint, init.times, dataset_cfg, {"format": cfg.format, "chunk": cfg.chunk_size})
-    attrs = _attrs(trained, run_id, dataset_cfg, job)
-    template_coords = xr.Dataset(coords=coords, attrs=attrs)
-    dims = ("init_time", "lead_time", *space_dims(data.is_grid))
-    variables = {name: (dims, "float32", a) for name, a in variable_attrs(spec.channels, spec.units).items()}
-    template = lazy_template(template_coords, variables, cfg.chunk_size)
     rename = to_wb2 if cfg.format == "wb2" else (lambda ds: ds)
+    K = len(init.starts)
+    result = {"output": output, "n_init_times": K, "n_chunks": 0, "written": [], "resumed": 0, "run_id": run_id,
+              "rank": rank, "world_size": world}
     if kind == "netcdf" and _published(output, job, bool(cfg.overwrite)):
         print(f"forecasts: {output} is already complete (same model, data, init times and layout); nothing to do")
-        return {"output": output, "n_init_times": len(init.starts), "n_chunks": 0, "written": [], "resumed": 0,
-                "run_id": run_id, "rank": rank, "world_size": world}
+        _barrier(world)
+        if rank == 0:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return result
     store = ForecastStore(store_path)
 
-    K = len(init.starts)
     chunks = [slice(a, min(a + cfg.chunk_size, K)) for a in range(0, K, cfg.chunk_size)]
     if rank == 0:
+        template = _template(coords, _attrs(trained, run_id, dataset_cfg, job), spec, data.is_grid, cfg.chunk_size)
         state = store.create_or_resume(rename(template), overwrite=bool(cfg.overwrite))
         log.info("forecast store %s: %s (%d init times in %d chunks)", store_path, state, K, len(chunks))
     _barrier(world)
@@ -162,8 +162,14 @@ def run_forecast(cfg: DictConfig, after_chunk: Callable[[int], None] | None = No
         print(f"forecasts: {output} ({K} init times from {init.times[0]} to {init.times[-1]}, "
               f"{spec.horizon} leads; {len(written)} of {len(chunks)} chunks written now, {len(done)} earlier)")
     _barrier(world)
-    return {"output": output, "n_init_times": K, "n_chunks": len(chunks), "written": written, "resumed": len(done),
-            "run_id": run_id, "rank": rank, "world_size": world}
+    return {**result, "n_chunks": len(chunks), "written": written, "resumed": len(done)}
+
+
+def _template(coords: dict, attrs: dict, spec, is_grid: bool, chunk_size: int) -> xr.Dataset:
+    """The store's lazy template: every coordinate and attribute, float32 forecast variables never computed."""
+    dims = ("init_time", "lead_time", *space_dims(is_grid))
+    variables = {name: (dims, "float32", a) for name, a in variable_attrs(spec.channels, spec.units).items()}
+    return lazy_template(xr.Dataset(coords=coords, attrs=attrs), variables, chunk_size)
 
 
 def _published(output: Path, job: str, overwrite: bool) -> bool:

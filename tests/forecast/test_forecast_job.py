@@ -186,3 +186,17 @@ def test_an_unfinished_zarr_store_is_not_scored(trained, tmp_path):
     progress_dir(out).mkdir()  # as a killed job leaves it
     with pytest.raises(ForecastFileError, match="unfinished .* rerun the same stlm.forecast command"):
         run_evaluation(evaluate_cfg(out, trained["uri"]))
+
+
+def test_a_finished_netcdf_job_is_not_redone_and_another_jobs_file_is_kept(trained, tmp_path):
+    out = tmp_path / "f.nc"
+    run_forecast(forecast_cfg(out, f"checkpoint={trained['best_checkpoint']}", "init_times.every=20"))
+    before = out.stat().st_mtime_ns
+    again = run_forecast(forecast_cfg(out, f"checkpoint={trained['best_checkpoint']}", "init_times.every=20"))
+    assert again["written"] == [] and out.stat().st_mtime_ns == before
+    with pytest.raises(StoreConflictError, match="overwrite=true"):
+        run_forecast(forecast_cfg(out, f"checkpoint={trained['best_checkpoint']}", "init_times.every=10"))
+    assert out.stat().st_mtime_ns == before
+    replaced = run_forecast(forecast_cfg(out, f"checkpoint={trained['best_checkpoint']}", "init_times.every=10",
+                                         "overwrite=true"))
+    assert xr.open_dataset(out).sizes["init_time"] == replaced["n_init_times"]
