@@ -19,6 +19,20 @@ class DataValidationError(ValueError):
     """A data file or its configuration is unusable; the message names the file, the field and the fix."""
 
 
+def time_axis_fault(timestamps: pd.DatetimeIndex) -> tuple[str, int] | None:
+    """The first fault of a time axis that must increase strictly by a constant step: ``("repeats", i)``,
+    ``("backwards", i)`` or ``("irregular", i)`` between steps ``i`` and ``i + 1``; None when it is regular."""
+    if len(timestamps) < 2:
+        return None
+    steps = np.diff(timestamps.asi8)
+    if (steps <= 0).any():
+        i = int(np.argmax(steps <= 0))
+        return ("repeats" if steps[i] == 0 else "backwards"), i
+    if (steps != steps[0]).any():
+        return "irregular", int(np.argmax(steps != steps[0]))
+    return None
+
+
 @dataclass
 class SpatioTemporalSeries:
     """A regular series of T steps on N spatial tokens with C channels.
@@ -81,21 +95,19 @@ class SpatioTemporalSeries:
         T, N, C = v.shape
         if len(self.timestamps) != T:
             raise DataValidationError(f"{where}: {len(self.timestamps)} timestamps for {T} time steps")
-        if T >= 2:
-            steps = np.diff(self.timestamps.asi8)
-            if (steps <= 0).any():
-                i = int(np.argmax(steps <= 0))
-                kind = "duplicate" if steps[i] == 0 else "unsorted"
+        fault = time_axis_fault(self.timestamps)
+        if fault is not None:
+            kind, i = fault
+            ts = self.timestamps
+            if kind == "irregular":
                 raise DataValidationError(
-                    f"{where}: {kind} timestamps at row {i + 1} ({self.timestamps[i]} then {self.timestamps[i + 1]}); "
-                    "timestamps must increase strictly: sort the file and remove duplicate rows"
+                    f"{where}: irregular time step at row {i + 1} ({ts[i]} -> {ts[i + 1]}, expected every "
+                    f"{ts[1] - ts[0]}); add the missing rows as empty (missing) values"
                 )
-            if (steps != steps[0]).any():
-                i = int(np.argmax(steps != steps[0]))
-                raise DataValidationError(
-                    f"{where}: irregular time step at row {i + 1} ({self.timestamps[i]} -> {self.timestamps[i + 1]}, "
-                    f"expected every {self.timestamps[1] - self.timestamps[0]}); add the missing rows as empty (missing) values"
-                )
+            raise DataValidationError(
+                f"{where}: {'duplicate' if kind == 'repeats' else 'unsorted'} timestamps at row {i + 1} ({ts[i]} then "
+                f"{ts[i + 1]}); timestamps must increase strictly: sort the file and remove duplicate rows"
+            )
         if len(self.node_ids) != N or len(set(self.node_ids)) != N:
             raise DataValidationError(f"{where}: need {N} distinct node ids, got {len(self.node_ids)} ({len(set(self.node_ids))} distinct)")
         if len(self.channels) != C or len(self.units) != C:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from stlm.data.sources.base import DataValidationError
+from stlm.data.sources.base import DataValidationError, time_axis_fault
 
 LAT_NAMES = ("lat", "latitude")
 LON_NAMES = ("lon", "longitude")
@@ -193,18 +193,16 @@ def check_time_axis(timestamps: pd.DatetimeIndex, origin: str) -> pd.DatetimeInd
     """Strictly increasing and regular, else :class:`DataValidationError` naming the first bad step."""
     if len(timestamps) < 2:
         raise DataValidationError(f"{origin}: the time axis has {len(timestamps)} step(s); need at least 2")
-    steps = np.diff(timestamps.asi8)
-    if (steps <= 0).any():
-        i = int(np.argmax(steps <= 0))
-        kind = "repeats" if steps[i] == 0 else "goes backwards"
-        raise DataValidationError(
-            f"{origin}: time is not monotonic: it {kind} at step {i + 1} ({timestamps[i]} then {timestamps[i + 1]}); "
-            "sort the files by time and remove duplicated steps"
-        )
-    if (steps != steps[0]).any():
-        i = int(np.argmax(steps != steps[0]))
+    fault = time_axis_fault(timestamps)
+    if fault is None:
+        return timestamps
+    kind, i = fault
+    if kind == "irregular":
         raise DataValidationError(
             f"{origin}: irregular time step at step {i + 1} ({timestamps[i]} -> {timestamps[i + 1]}, expected every "
-            f"{pd.Timedelta(int(steps[0]), 'ns')}); insert the missing steps as NaN (they become missing values)"
+            f"{timestamps[1] - timestamps[0]}); insert the missing steps as NaN (they become missing values)"
         )
-    return timestamps
+    raise DataValidationError(
+        f"{origin}: time is not monotonic: it {'repeats' if kind == 'repeats' else 'goes backwards'} at step {i + 1} "
+        f"({timestamps[i]} then {timestamps[i + 1]}); sort the files by time and remove duplicated steps"
+    )
