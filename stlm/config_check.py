@@ -66,9 +66,8 @@ def _hints(func: Any, signature: inspect.Signature) -> dict[str, Any]:
     """Resolved annotations; parameter by parameter when some forward reference does not resolve."""
     try:
         return typing.get_type_hints(func)
-    except Exception:
-        pass
-    hints = {}
+    except Exception:  # one unresolvable forward reference fails them all: resolve each parameter below
+        hints = {}
     for name, param in signature.parameters.items():
         annotation = param.annotation
         if isinstance(annotation, str):

@@ -26,6 +26,15 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write as PNG and close ``fig`` (closing frees it: pyplot keeps every open figure alive)."""
+    plt = _pyplot()
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_horizons(comp: Comparison, metric: str, path: str | Path) -> Path | None:
     """Test ``metric`` (mae, rmse, mape) against the horizon step; None when no run logged it per horizon."""
     pattern = re.compile(rf"^test/{metric}_h(\d+)$")
@@ -45,10 +54,7 @@ def plot_horizons(comp: Comparison, metric: str, path: str | Path) -> Path | Non
     ax.set_title(f"test {metric.upper()} by horizon (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def _mean_history(client, run_ids: Sequence[str], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +84,4 @@ def plot_learning_curves(client, comp: Comparison, keys: Sequence[str], path: st
         ax.set_title(f"{key} (mean over seeds)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)

@@ -17,7 +17,7 @@ import xarray as xr
 
 from stlm.evaluate.truth import Truth
 from stlm.metrics.weighted import lead_name
-from stlm.plots import _pyplot
+from stlm.plots import _pyplot, save_figure
 
 _KEY = re.compile(r"^(?P<metric>[a-z]+)_(?:h(?P<h>\d+)|lead(?P<lead>.+))$")
 
@@ -42,10 +42,7 @@ def plot_error_by_horizon(metrics: dict[str, float], path: Path) -> Path:
         ax.set_title(name.upper())
         ax.set_xlabel("lead")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_sensor_fan(forecasts: xr.Dataset, truth: Truth, sensors: Sequence[str] | None, path: Path,
@@ -74,10 +71,7 @@ def plot_sensor_fan(forecasts: xr.Dataset, truth: Truth, sensors: Sequence[str] 
         ax.set_title(f"{channel} at sensor {sensor}")
         ax.legend(loc="upper right", fontsize=7)
     fig.autofmt_xdate()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def plot_grid_maps(forecasts: xr.Dataset, truth: Truth, leads: Sequence[int] | None, path: Path) -> Path:
@@ -104,7 +98,4 @@ def plot_grid_maps(forecasts: xr.Dataset, truth: Truth, leads: Sequence[int] | N
             im = ax.imshow(image, origin="lower", extent=extent, aspect="auto", **kw)
             ax.set_title(f"{channel} {title}, lead {lead}", fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=90)
