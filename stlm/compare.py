@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from stlm.compare_query import as_list, build_filter, select_runs
 from stlm.compare_render import to_csv, to_markdown, to_text
 from stlm.compare_table import Comparison, group_runs
+from stlm.errors import reported_as_user_error
 from stlm.io.atomic import atomic_write_text
 from stlm.tracking import ensure_experiment, resolve_tracking_uri
 
@@ -94,7 +95,8 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(config_path="../conf", config_name="compare", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    compare(cfg)
+    with reported_as_user_error():
+        compare(cfg)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ into a temporary file and renamed onto the final name (``os.replace``), so a rea
 
 from __future__ import annotations
 
+from stlm.errors import StlmUserError
+
 import json
 import os
 import shutil
@@ -33,7 +35,7 @@ def progress_dir(store: str | Path) -> Path:
     return store.with_name(store.name + ".progress")
 
 
-class StoreConflictError(RuntimeError):
+class StoreConflictError(StlmUserError, RuntimeError):
     """The output exists and belongs to a different forecast job."""
 
 

@@ -18,6 +18,8 @@ cannot run raises :class:`KernelUnavailableError` with the reason of every backe
 
 from __future__ import annotations
 
+from stlm.errors import StlmUserError
+
 import importlib
 import importlib.util
 import os
@@ -30,7 +32,7 @@ import torch
 ENV_VAR = "STLM_KERNELS"
 
 
-class KernelUnavailableError(RuntimeError):
+class KernelUnavailableError(StlmUserError, RuntimeError):
     """The requested kernel backend cannot run here; the message lists every backend's reason."""
 
 
