@@ -66,17 +66,18 @@ def iterate(store: str, window: int, horizon: int, batch_size: int) -> dict:
     """One shuffled epoch of training windows; runs in its own process."""
     import torch
 
-    from stlm.data.climate_datamodule import ClimateDataModule
+    from stlm.data.datamodule import SpatioTemporalDataModule
     from stlm.data.sources.climate import ClimateSource
 
     torch.manual_seed(0)
     after_imports = rss_mib()
     t0 = time.perf_counter()
-    dm = ClimateDataModule(ClimateSource(store, list(VARIABLES)), window=window, horizon=horizon, batch_size=batch_size)
+    dm = SpatioTemporalDataModule(ClimateSource(store, list(VARIABLES)), window=window, horizon=horizon, batch_size=batch_size,
+                                  day_of_week=False)
     dm.setup()
     t_setup = time.perf_counter() - t0
     peak_after_setup = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    T, H, W, C = dm.grid.shape
+    T, H, W, C = dm.series.shape
     n, t0, c0 = 0, time.perf_counter(), time.process_time()
     for batch in dm.train_dataloader():
         n += batch["x"].shape[0]
@@ -97,7 +98,7 @@ def large_grid_step(patch: int) -> dict:
     import pytorch_lightning as pl
     import torch
 
-    from stlm.data.climate_datamodule import ClimateDataModule
+    from stlm.data.datamodule import SpatioTemporalDataModule
     from stlm.data.sources.synthetic_climate import SyntheticClimateSource
     from stlm.engines.forecasting import ForecastingEngine
     from stlm.models.grid import GridForecaster
@@ -107,7 +108,8 @@ def large_grid_step(patch: int) -> dict:
     torch.manual_seed(0)
     t0 = time.perf_counter()
     source = SyntheticClimateSource(n_lat=721, n_lon=1440, n_days=6, hours_per_step=6, spinup_days=0, name="quarter_degree")
-    dm = ClimateDataModule(source, window=4, horizon=2, batch_size=1, split={"train": 0.5, "val": 0.25, "test": 0.25})
+    dm = SpatioTemporalDataModule(source, window=4, horizon=2, batch_size=1, split={"train": 0.5, "val": 0.25, "test": 0.25},
+                                  day_of_week=False, loss_weighting="area_over_std")
     dm.setup()
     model = GridForecaster(dm.spec, patch=patch, d_model=32, temporal=partial(SelectiveSSM, d_state=8, expand=1, d_conv=4),
                            spatial=partial(GlobalAttention, n_heads=2))

@@ -25,8 +25,9 @@ from omegaconf import DictConfig, OmegaConf
 import stlm
 from stlm.checkpoints import spec_arrays
 from stlm.config_check import check_config, check_launch
+from stlm.errors import reported_as_user_error
 from stlm.io.atomic import atomic_write_text
-from stlm.metrics.weighted import lead_name
+from stlm.metrics.horizon import summary_columns
 from stlm.reporting import metrics_table
 from stlm.runs import RunRecord, resolve_checkpoint
 from stlm.sweeps import find_finished_run, should_skip
@@ -87,8 +88,8 @@ def build_engine(model_cfg: DictConfig, engine_cfg: DictConfig, datamodule):
     model = instantiate(model_cfg, _partial_=True)(spec=datamodule.spec)
     if hasattr(model, "fit_from_data"):
         model.fit_from_data(datamodule)
-    # Grids bring their own metrics (lat-weighted, per lead) and loss weights: ClimateDataModule.engine_options.
-    options = datamodule.engine_options() if hasattr(datamodule, "engine_options") else {}
+    # The data's metrics (token weights, key style) and loss weights: SpatioTemporalDataModule.engine_options.
+    options = datamodule.engine_options()
     return instantiate(engine_cfg, _partial_=True)(model=model, scaler=datamodule.scaler, horizon=datamodule.spec.horizon, **options)
 
 
@@ -268,15 +269,10 @@ def _fit_and_report(cfg, trainer, engine, datamodule, logger, record: RunRecord,
 
     record.status, record.best_checkpoint, record.test_metrics = "finished", best, test
     record.save()
-    horizon = datamodule.spec.horizon
-    horizons = sorted({1, horizon // 4, horizon // 2, horizon} - {0})
-    if datamodule.spec.grid_shape is None:
-        table = metrics_table({model_name: test, **baselines}, horizons)
-        print(f"\nTest metrics ({cfg.dataset.name}, original units; MAPE in %):\n{table}\n")
-    else:  # grids: latitude-weighted RMSE / MAE and ACC per lead time (stlm.metrics.weighted)
-        leads = [lead_name(h * datamodule.spec.interval_minutes) for h in horizons]
-        table = metrics_table({model_name: test, **baselines}, [], ("rmse", "mae", "acc"), suffixes=[f"lead{l}" for l in leads])
-        print(f"\nTest metrics ({cfg.dataset.name}, latitude-weighted, original units; ACC vs training climatology):\n{table}\n")
+    names, suffixes = summary_columns(test)
+    table = metrics_table({model_name: test, **baselines}, [], names, suffixes=suffixes)
+    print(f"\nTest metrics ({cfg.dataset.name}, original units, area-weighted on grids; MAPE in %, ACC vs the "
+          f"training climatology):\n{table}\n")
     print(f"run directory : {output_dir}")
     print(f"checkpoint    : {best or '(none: fitted model, nothing trained)'}")
     if logger:
@@ -296,7 +292,8 @@ def _register(name: str, run_id: str, tracking_uri: str, has_checkpoint: bool) -
 
 @hydra.main(config_path="../conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    run(cfg)
+    with reported_as_user_error():
+        run(cfg)
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def test_unknown_key_is_named(compose_train):
         compose_train(["model.d_modle=3"])
 
 
-@pytest.mark.parametrize("model_name", [m for m in _options("model") if m != "grid"])  # grid: tests/models/test_grid.py
+@pytest.mark.parametrize("model_name", [m for m in _options("model") if not m.startswith("grid")])  # grid models: tests/models/test_grid.py
 def test_every_model_config_builds_and_forecasts(compose_train, model_name):
     from stlm.data.datamodule import SpatioTemporalDataModule
     from stlm.data.sources.synthetic import SyntheticTrafficSource

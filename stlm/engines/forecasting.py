@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from stlm.data.scalers import StandardScaler
-from stlm.metrics.masked import HorizonMetrics, masked_loss
-from stlm.metrics.weighted import weighted_loss
+from stlm.metrics.horizon import ForecastMetrics
+from stlm.metrics.masked import masked_loss
 
 SPLIT_PREFIXES = ("val", "test")
 
@@ -34,11 +34,8 @@ _FIX = (
 
 
 def _update_metric(metric, pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> None:
-    """Metrics that read more of the batch (ACC needs the target times) declare ``takes_batch``."""
-    if getattr(metric, "takes_batch", False):
-        metric.update(pred, batch)
-    else:
-        metric.update(pred, batch["y"], batch["mask"])
+    """Metrics read the batch: targets, mask and (ACC) the target times."""
+    metric.update(pred, batch)
 
 
 class ForecastingEngine(pl.LightningModule):
@@ -52,10 +49,9 @@ class ForecastingEngine(pl.LightningModule):
         optimizer: factory ``f(params) -> Optimizer`` (a ``_partial_`` config).
         scheduler: optional factory ``f(optimizer, total_steps=...) -> LRScheduler``, stepped every batch.
         mape_min_abs: targets with ``|y|`` at or below this are skipped by MAPE.
-        metrics: optional factory ``f(**metric_kwargs) -> Metric`` replacing the per-horizon sensor metrics
-            (grids pass latitude-weighted per-lead metrics, :class:`stlm.metrics.weighted.LeadMetrics`). Its
-            ``compute()`` must return ``mae_avg``; a metric with ``takes_batch = True`` is updated with
-            ``(pred, batch)`` instead of ``(pred, y, mask)``.
+        metrics: the data's metric factory ``f(**metric_kwargs) -> ForecastMetrics`` (token weights, lead names,
+            options: :meth:`stlm.data.datamodule.SpatioTemporalDataModule.metric_factory`); default: unweighted
+            per-horizon metrics. ``compute()`` must return ``mae_avg``; ``update(pred, batch)``.
         loss_weights: optional [N, C] weights of the training loss (grids: cos-latitude / channel std), so
             the loss is ``sum w m err / sum w m``; None keeps the plain masked mean.
     """
@@ -81,7 +77,7 @@ class ForecastingEngine(pl.LightningModule):
         mean, std = scaler.tensors()
         self.register_buffer("scale_mean", mean)
         self.register_buffer("scale_std", std)
-        self.metric_factory = metrics or partial(HorizonMetrics, horizon, mape_min_abs)
+        self.metric_factory = partial(metrics or partial(ForecastMetrics, horizon), mape_min_abs=mape_min_abs)
         self.metrics = nn.ModuleDict({p: self.metric_factory() for p in SPLIT_PREFIXES})
         # Data-derived and rebuilt from the data at every start: not part of the checkpoint's state.
         self.register_buffer("loss_weights", loss_weights, persistent=False)
@@ -110,9 +106,7 @@ class ForecastingEngine(pl.LightningModule):
         return loss
 
     def _loss(self, pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        if self.loss_weights is None:
-            return self.loss_fn(pred, batch["y"], batch["mask"])
-        return weighted_loss(self.loss_name, pred, batch["y"], batch["mask"], self.loss_weights)
+        return self.loss_fn(pred, batch["y"], batch["mask"], self.loss_weights)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """A finite loss can still give inf/NaN gradients (overflow in the backward): refuse to apply them."""

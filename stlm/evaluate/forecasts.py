@@ -39,7 +39,3 @@ def open_forecasts(path: str | Path) -> xr.Dataset:
                                 "(init_time, lead_time, node) for sensors or (init_time, lead_time, lat, lon) for grids")
     ds.attrs.setdefault("stlm_path", str(path))
     return ds
-
-
-def is_grid(ds: xr.Dataset) -> bool:
-    return "node" not in ds.dims and "lat" in ds.dims and "lon" in ds.dims

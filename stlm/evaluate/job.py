@@ -15,6 +15,7 @@ from stlm.evaluate.plots import per_horizon, plot_error_by_horizon, plot_grid_ma
 from stlm.evaluate.scoring import score
 from stlm.evaluate.truth import build_truth
 from stlm.io.atomic import atomic_write_text
+from stlm.metrics.horizon import summary_columns
 from stlm.reporting import metrics_table
 
 log = logging.getLogger("stlm.evaluate")
@@ -42,19 +43,13 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
     atomic_write_text(out_dir / "metrics.csv", frame.to_csv(float_format="%.6g"))
     plots = [plot_error_by_horizon(metrics, out_dir / "error_by_horizon.png")]
     if cfg.plots.enabled:
-        if truth.grid:
+        if truth.geometry.grid_shape is not None:  # a map needs a grid; sensors get their forecast trajectories
             plots.append(plot_grid_maps(forecasts, truth, cfg.plots.leads, out_dir / "maps.png"))
         else:
             plots.append(plot_sensor_fan(forecasts, truth, cfg.plots.sensors, out_dir / "forecast_vs_truth.png"))
 
-    horizon = forecasts.sizes["lead_time"]
-    shown = sorted({1, horizon // 4, horizon // 2, horizon} - {0})
-    name = Path(path).name
-    if truth.grid:
-        labels = [label for label, _ in per_horizon(metrics)["rmse"]]
-        table = metrics_table({name: metrics}, [], ("rmse", "mae", "acc"), suffixes=[f"lead{labels[h - 1]}" for h in shown])
-    else:
-        table = metrics_table({name: metrics}, shown)
+    names, suffixes = summary_columns(metrics)
+    table = metrics_table({Path(path).name: metrics}, [], names, suffixes=suffixes)
     n = forecasts.sizes["init_time"]
     print(f"\nScores of {path} ({n} init times, {forecasts.init_time.values[0]} .. {forecasts.init_time.values[-1]}; "
           f"original units):\n{table}\n\nper-lead CSV : {out_dir / 'metrics.csv'}")

@@ -16,7 +16,7 @@ import numpy as np
 import xarray as xr
 
 from stlm.evaluate.truth import Truth
-from stlm.metrics.weighted import lead_name
+from stlm.metrics.horizon import lead_name
 from stlm.plots import _pyplot, save_figure
 
 _KEY = re.compile(r"^(?P<metric>[a-z]+)_(?:h(?P<h>\d+)|lead(?P<lead>.+))$")

@@ -1,5 +1,5 @@
-"""Scores of a forecast file with the metric code of training (masked per-horizon MAE/RMSE/MAPE for sensors,
-latitude-weighted RMSE/MAE/ACC per lead for grids), accumulated chunk by chunk over init times."""
+"""Scores of a forecast file with the metric code of training (the truth datamodule's metrics: per-horizon
+MAE/RMSE/MAPE for sensors, latitude-weighted RMSE/MAE/ACC per lead for grids), accumulated chunk by chunk."""
 
 from __future__ import annotations
 
@@ -9,20 +9,13 @@ import torch
 import xarray as xr
 
 from stlm.evaluate.truth import Truth
-from stlm.metrics.masked import HorizonMetrics
-from stlm.metrics.weighted import LeadMetrics, latitude_weights
 
 
 def metric_for(forecasts: xr.Dataset, truth: Truth, mape_min_abs: float):
-    horizon = forecasts.sizes["lead_time"]
-    if not truth.grid:
-        return HorizonMetrics(horizon, mape_min_abs, sync_on_compute=False)
-    dm = truth.dm
+    """The truth datamodule's metric, for the forecasts' spatial positions, variables, leads and step."""
     interval = pd.Timedelta(forecasts.lead_time.values[0]) / pd.Timedelta(minutes=1)
-    lat = np.repeat(np.asarray(dm.grid.lat), len(dm.grid.lon))
-    climatology = torch.from_numpy(dm.climatology[..., truth.channel_index])
-    return LeadMetrics(horizon, interval, truth.channels, latitude_weights(lat), climatology, dm.climatology_column,
-                       sync_on_compute=False)
+    factory = truth.dm.metric_factory(forecasts.sizes["lead_time"], interval, truth.node_index, truth.channel_index)
+    return factory(mape_min_abs=mape_min_abs, sync_on_compute=False)
 
 
 def forecast_values(forecasts: xr.Dataset, channels: list[str], rows: slice) -> torch.Tensor:
@@ -46,8 +39,5 @@ def score(forecasts: xr.Dataset, truth: Truth, mape_min_abs: float = 0.0, chunk:
         if not torch.isfinite(pred[targets.mask > 0]).all():
             raise ValueError(f"{truth.where}: forecasts hold NaN or inf where the truth is observed (init times "
                              f"{forecasts.init_time.values[rows][[0, -1]]}); a forecast file must be complete")
-        if getattr(metric, "takes_batch", False):
-            metric.update(pred, targets.batch())
-        else:
-            metric.update(pred, targets.y, targets.mask)
+        metric.update(pred, targets.batch())
     return {k: float(v) for k, v in metric.compute().items()}

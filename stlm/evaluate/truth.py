@@ -2,9 +2,10 @@
 
 The truth is the data set the forecasts were made from (its config travels in the file's
 ``stlm_dataset_config`` attribute) or one named on the command line (``dataset=...``, for other models'
-forecasts). It is read by the same datamodule as in training, so missing values are masked the same way and a
-grid's climatology (for ACC) comes from the same training period. Sensors align by ``sensor_id``, grids by
-their latitudes and longitudes; a valid time outside the data is an unobserved target, never an error.
+forecasts). It is read by the same datamodule as in training, so missing values are masked the same way and the
+climatology (for ACC) comes from the same training period. The data's geometry aligns the file's spatial
+positions (sensors by ``sensor_id``, grids by latitude and longitude); a valid time outside the data is an
+unobserved target, never an error.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import xarray as xr
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from stlm.evaluate.forecasts import ForecastFileError, is_grid
+from stlm.data.sources.base import DataValidationError
+from stlm.evaluate.forecasts import ForecastFileError
+from stlm.forecast.restore import upgrade_dataset_config
 
 
 def truth_config(forecasts: xr.Dataset, dataset: DictConfig | None) -> DictConfig:
@@ -31,7 +34,7 @@ def truth_config(forecasts: xr.Dataset, dataset: DictConfig | None) -> DictConfi
         OmegaConf.resolve(raw)
         cfg = raw.dataset
     elif "stlm_dataset_config" in forecasts.attrs:
-        cfg = OmegaConf.create(json.loads(forecasts.attrs["stlm_dataset_config"]))
+        cfg = OmegaConf.create(upgrade_dataset_config(json.loads(forecasts.attrs["stlm_dataset_config"])))
     else:
         raise ForecastFileError(
             f"forecasts={forecasts.attrs.get('stlm_path')} do not say which data they forecast (no stlm_dataset_config "
@@ -46,7 +49,7 @@ def truth_config(forecasts: xr.Dataset, dataset: DictConfig | None) -> DictConfi
 class Targets:
     y: torch.Tensor  # [k, H, N, C] observations in original units, 0 where missing
     mask: torch.Tensor  # [k, H, N, C] 1 = observed
-    y_time: torch.Tensor  # [k, H, K] calendar of the valid times (grids: indexes the climatology)
+    y_time: torch.Tensor  # [k, H, K] calendar of the valid times (indexes the climatology)
 
     def batch(self) -> dict[str, torch.Tensor]:
         return {"y": self.y, "mask": self.mask, "y_time": self.y_time}
@@ -57,30 +60,18 @@ class Truth:
 
     def __init__(self, datamodule, forecasts: xr.Dataset, where: str):
         self.dm, self.where = datamodule, where
-        self.grid = is_grid(forecasts)
-        spec = datamodule.spec
+        spec, series = datamodule.spec, datamodule.series
+        self.geometry = series.geometry
         self.channels = [c for c in spec.channels if c in forecasts.data_vars]
         if not self.channels:
             raise ForecastFileError(f"{where}: no forecast variable is one of the truth's variables {list(spec.channels)} "
                                     f"(file has {list(forecasts.data_vars)})")
         self.channel_index = np.array([spec.channels.index(c) for c in self.channels])
-        if self.grid:
-            grid = datamodule.grid
-            for name, ours, theirs in (("lat", grid.lat, forecasts.lat.values), ("lon", grid.lon, forecasts.lon.values)):
-                if len(ours) != len(theirs) or not np.allclose(ours, theirs, atol=1e-6):
-                    raise ForecastFileError(f"{where}: its {name} ({len(theirs)} values, {theirs[:3]}...) differ from the "
-                                            f"truth grid's ({len(ours)} values, {np.asarray(ours)[:3]}...) at {grid.origin}")
-            self.timestamps, self.calendar = grid.timestamps, datamodule.calendar
-            self.node_index = None
-        else:
-            series = datamodule.series
-            ids = [str(i) for i in (forecasts.sensor_id.values if "sensor_id" in forecasts.coords else series.node_ids)]
-            lookup = {str(n): i for i, n in enumerate(series.node_ids)}
-            unknown = [i for i in ids if i not in lookup]
-            if unknown:
-                raise ForecastFileError(f"{where}: sensors {unknown[:5]} are not in the truth data ({series.origin})")
-            self.node_index = np.array([lookup[i] for i in ids])
-            self.timestamps, self.calendar = series.timestamps, datamodule.calendar
+        try:
+            self.node_index = self.geometry.align(forecasts, where, series.origin or series.name)
+        except DataValidationError as err:
+            raise ForecastFileError(str(err)) from err
+        self.timestamps, self.calendar = series.timestamps, datamodule.calendar
 
     def targets(self, valid_time: np.ndarray) -> Targets:
         """Observations at ``valid_time`` [k, H] (datetime64)."""
@@ -88,18 +79,11 @@ class Truth:
         steps = self.timestamps.get_indexer(pd.DatetimeIndex(valid_time.ravel())).reshape(k, H)
         inside = steps >= 0
         safe = np.where(inside, steps, 0)
-        if self.grid:
-            lo, hi = int(safe[inside].min(initial=0)), int(safe[inside].max(initial=0)) + 1
-            block = self.dm.grid.read(lo, hi)  # [T', lat, lon, C]
-            raw = block.reshape(hi - lo, -1, block.shape[-1])[np.clip(safe - lo, 0, hi - lo - 1)]  # [k, H, N, C]
-            raw = raw[..., self.channel_index]
-            observed = np.isfinite(raw) & inside[..., None, None]
-            values = np.where(observed, raw, 0.0)
-        else:
-            series = self.dm.series
-            values = series.values[safe][:, :, self.node_index][..., self.channel_index]
-            observed = series.mask[safe][:, :, self.node_index][..., self.channel_index] & inside[..., None, None]
-            values = np.where(observed, values, 0.0)
+        lo, hi = int(safe[inside].min(initial=0)), int(safe[inside].max(initial=0)) + 1
+        block = self.dm.series.read(lo, hi)  # [T', N, C], NaN = missing
+        raw = block[np.clip(safe - lo, 0, hi - lo - 1)][:, :, self.node_index][..., self.channel_index]  # [k, H, N', C']
+        observed = np.isfinite(raw) & inside[..., None, None]
+        values = np.where(observed, raw, 0.0)
         return Targets(torch.from_numpy(values.astype(np.float32)), torch.from_numpy(observed.astype(np.float32)),
                        torch.from_numpy(np.asarray(self.calendar)[safe]))
 

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import stlm
 from stlm.forecast.data import ForecastData, prepare_data
-from stlm.forecast.layout import CONVENTIONS, coordinates, forecast_dataset, space_dims, to_wb2, variable_attrs
+from stlm.forecast.layout import CONVENTIONS, WB2_NAMES, coordinates, forecast_dataset, to_wb2, variable_attrs
 from stlm.forecast.restore import checkpoint_path, dataset_config, load_model
 from stlm.forecast.store import JOB_ATTR, ForecastStore, StoreConflictError, lazy_template, publish_netcdf
 from stlm.forecast.windows import select_init_times
@@ -120,15 +120,15 @@ def run_forecast(cfg: DictConfig, after_chunk: Callable[[int], None] | None = No
     trained = load_model(ckpt)
     dataset_cfg = dataset_config(trained, OmegaConf.to_container(cfg.dataset) if cfg.get("dataset") else None,
                                  workdir / f"rank{rank}")
-    data = prepare_data(trained, dataset_cfg, workdir)
+    data = prepare_data(trained, dataset_cfg)
     spec = trained.spec
     sel = cfg.init_times
     init = select_init_times(data.datamodule, data.timestamps, spec.window, sel.split, sel.start, sel.end, sel.every)
-    if not data.is_grid and cfg.format == "wb2":
+    if cfg.format == "wb2" and not set(data.geometry.space_dims) <= set(WB2_NAMES):  # wb2 names lat/lon only
         raise ValueError("format=wb2 is the WeatherBench 2 layout of lat-lon grids; sensor forecasts use format=cf")
 
     interval = pd.Timedelta(minutes=spec.interval_minutes)
-    coords = coordinates(init.times, spec.horizon, interval, data)
+    coords = coordinates(init.times, spec.horizon, interval, data.geometry)
     job = _job_id(trained.fingerprint, init.times, dataset_cfg, {"format": cfg.format, "chunk": cfg.chunk_size})
     rename = to_wb2 if cfg.format == "wb2" else (lambda ds: ds)
     K = len(init.starts)
@@ -144,7 +144,7 @@ def run_forecast(cfg: DictConfig, after_chunk: Callable[[int], None] | None = No
 
     chunks = [slice(a, min(a + cfg.chunk_size, K)) for a in range(0, K, cfg.chunk_size)]
     if rank == 0:
-        template = _template(coords, _attrs(trained, run_id, dataset_cfg, job), spec, data.is_grid, cfg.chunk_size)
+        template = _template(coords, _attrs(trained, run_id, dataset_cfg, job), spec, data.geometry.space_dims, cfg.chunk_size)
         state = store.create_or_resume(rename(template), overwrite=bool(cfg.overwrite))
         log.info("forecast store %s: %s (%d init times in %d chunks)", store_path, state, K, len(chunks))
     _barrier(world)
@@ -165,9 +165,9 @@ def run_forecast(cfg: DictConfig, after_chunk: Callable[[int], None] | None = No
     return {**result, "n_chunks": len(chunks), "written": written, "resumed": len(done)}
 
 
-def _template(coords: dict, attrs: dict, spec, is_grid: bool, chunk_size: int) -> xr.Dataset:
+def _template(coords: dict, attrs: dict, spec, space_dims: tuple[str, ...], chunk_size: int) -> xr.Dataset:
     """The store's lazy template: every coordinate and attribute, float32 forecast variables never computed."""
-    dims = ("init_time", "lead_time", *space_dims(is_grid))
+    dims = ("init_time", "lead_time", *space_dims)
     variables = {name: (dims, "float32", a) for name, a in variable_attrs(spec.channels, spec.units).items()}
     return lazy_template(xr.Dataset(coords=coords, attrs=attrs), variables, chunk_size)
 
@@ -200,7 +200,7 @@ def _write_chunks(cfg, trained, dataset, coords, data: ForecastData, chunks, min
         for key in ("init_time", "valid_time"):
             dims, array, attrs = coords[key]
             chunk_coords[key] = (dims, array[rows], attrs)
-        ds = forecast_dataset(values, chunk_coords, spec.channels, spec.units, data.is_grid, {})
+        ds = forecast_dataset(values, chunk_coords, spec.channels, spec.units, data.geometry.space_dims, {})
         store.write_chunk(i, rename(ds), rows.start, rank)
         written.append(i)
         if after_chunk is not None:

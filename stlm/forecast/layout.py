@@ -26,8 +26,9 @@ CONVENTIONS = "CF-1.8"
 WB2_NAMES = {"init_time": "time", "lead_time": "prediction_timedelta", "lat": "latitude", "lon": "longitude"}
 
 
-def coordinates(init_times: pd.DatetimeIndex, horizon: int, interval: pd.Timedelta, data) -> dict:
-    """The coordinates of a forecast over ``init_times`` (``data``: a :class:`stlm.forecast.data.ForecastData`)."""
+def coordinates(init_times: pd.DatetimeIndex, horizon: int, interval: pd.Timedelta, geometry) -> dict:
+    """The coordinates of a forecast over ``init_times`` on the data's ``geometry`` (its spatial coordinates:
+    :meth:`stlm.data.sources.geometry.Geometry.space_coords`)."""
     leads = pd.to_timedelta(np.arange(1, horizon + 1) * interval)
     valid = init_times.values[:, None] + leads.values[None, :]
     coords = {
@@ -36,27 +37,14 @@ def coordinates(init_times: pd.DatetimeIndex, horizon: int, interval: pd.Timedel
         "lead_time": ("lead_time", leads.values, {"standard_name": "forecast_period", "long_name": "lead time"}),
         "valid_time": (("init_time", "lead_time"), valid, {"standard_name": "time", "long_name": "valid time"}),
     }
-    if data.is_grid:
-        coords["lat"] = ("lat", data.lat.astype(np.float64), {"standard_name": "latitude", "units": "degrees_north"})
-        coords["lon"] = ("lon", data.lon.astype(np.float64), {"standard_name": "longitude", "units": "degrees_east"})
-        return coords
-    coords["node"] = ("node", np.arange(len(data.node_ids)), {"long_name": "index of the sensor"})
-    coords["sensor_id"] = ("node", np.asarray(data.node_ids, dtype=str), {"long_name": "sensor identifier", "cf_role": "timeseries_id"})
-    if data.node_coords is not None:
-        coords["lat"] = ("node", data.node_coords[:, 0].astype(np.float64), {"standard_name": "latitude", "units": "degrees_north"})
-        coords["lon"] = ("node", data.node_coords[:, 1].astype(np.float64), {"standard_name": "longitude", "units": "degrees_east"})
-    return coords
+    return {**coords, **geometry.space_coords()}
 
 
-def space_dims(is_grid: bool) -> tuple[str, ...]:
-    return ("lat", "lon") if is_grid else ("node",)
-
-
-def forecast_dataset(values: np.ndarray, coords: dict, channels, units, is_grid: bool, attrs: dict) -> xr.Dataset:
+def forecast_dataset(values: np.ndarray, coords: dict, channels, units, space_dims: tuple[str, ...], attrs: dict) -> xr.Dataset:
     """A forecast Dataset from ``values`` [K, H, N, C] (N = lat x lon for grids, latitude-major)."""
     K, H, N, C = values.shape
-    dims = ("init_time", "lead_time", *space_dims(is_grid))
-    shape = (K, H, *(len(coords[d][1]) for d in space_dims(is_grid)))
+    dims = ("init_time", "lead_time", *space_dims)
+    shape = (K, H, *(len(coords[d][1]) for d in space_dims))
     data_vars = {name: (dims, values[..., c].reshape(shape), var_attrs)
                  for c, (name, var_attrs) in enumerate(variable_attrs(channels, units).items())}
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)

@@ -21,6 +21,26 @@ from stlm.runs import RECORD_NAME
 log = logging.getLogger(__name__)
 
 MODEL_SOURCES = ("checkpoint", "run_id", "model_uri")
+# Checkpoints and forecast files written before sensors and grids shared one datamodule name the grid one; it
+# took the grid options implicitly, which the one datamodule takes as arguments (conf/_shared/grid_datamodule.yaml).
+LEGACY_GRID_DATAMODULE = "ClimateDataModule"  # the class name; its module is gone
+LEGACY_GRID_OPTIONS = {
+    "day_of_week": False,
+    "loss_weighting": "area_over_std",
+    "metrics": {"keys": "lead", "average": "lead_mean", "per_channel": True, "mape": False, "acc": True},
+}
+
+
+def upgrade_dataset_config(dataset: dict) -> dict:
+    """A dataset config (a plain dict) that names today's datamodule: older grid configs are translated."""
+    datamodule = dataset.get("datamodule") or {}
+    if not str(datamodule.get("_target_", "")).endswith("." + LEGACY_GRID_DATAMODULE):
+        return dataset
+    datamodule = {k: v for k, v in datamodule.items() if k != "time_chunk"}
+    datamodule["_target_"] = "stlm.data.datamodule.SpatioTemporalDataModule"
+    for key, value in LEGACY_GRID_OPTIONS.items():
+        datamodule.setdefault(key, value)
+    return {**dataset, "datamodule": datamodule}
 
 
 def checkpoint_path(cfg: DictConfig, download_dir: Path) -> tuple[Path, str | None]:
@@ -79,7 +99,7 @@ def dataset_config(trained: TrainedModel, overrides: dict[str, Any] | None, outp
         if overrides:
             log.warning("checkpoint %s predates unresolved dataset configs: dataset overrides %s apply to the "
                         "top-level keys only", trained.path, sorted(overrides))
-    root = OmegaConf.create({"dataset": raw, "paths": {"output_dir": str(output_dir)}})
+    root = OmegaConf.create({"dataset": upgrade_dataset_config(raw), "paths": {"output_dir": str(output_dir)}})
     for key, value in (overrides or {}).items():
         if value is not None:
             OmegaConf.update(root, f"dataset.{key}", value, force_add=True)

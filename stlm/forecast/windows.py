@@ -4,8 +4,9 @@ An init time (CF ``forecast_reference_time``) is the time of the last observed i
 at step ``s`` has inputs ``s .. s + window - 1``, so its init time is step ``s + window - 1`` and lead ``h``
 (1-based) is valid at step ``s + window - 1 + h``.
 
-Forecasts may reach past the end of the data (the point of forecasting): the series is padded with ``horizon``
-missing steps whose calendar continues the regular time axis, so the model sees the future calendar it was
+Forecasts may reach past the end of the data (the point of forecasting): the datamodule pads the series with
+``horizon`` missing steps whose calendar continues the regular time axis
+(:meth:`stlm.data.datamodule.SpatioTemporalDataModule.windows`), so the model sees the future calendar it was
 trained with, and the targets there are simply unobserved.
 """
 
@@ -15,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
 from stlm.data.splits import SPLITS
 
@@ -59,40 +59,3 @@ def select_init_times(datamodule, timestamps: pd.DatetimeIndex, window: int, spl
             f"{timestamps[window - 1]} to {timestamps[-1]}"
         )
     return InitTimes(starts=starts, times=pd.DatetimeIndex(times))
-
-
-def extended_timestamps(timestamps: pd.DatetimeIndex, extra: int) -> pd.DatetimeIndex:
-    """``timestamps`` continued by ``extra`` regular steps."""
-    freq = timestamps[1] - timestamps[0]
-    return timestamps.append(pd.DatetimeIndex([timestamps[-1] + freq * (k + 1) for k in range(extra)]))
-
-
-def padded_sensor_tensors(series, scaler, calendar_of, horizon: int) -> dict[str, torch.Tensor]:
-    """The tensors of a :class:`~stlm.data.windowing.WindowDataset` over ``series`` plus ``horizon`` missing
-    steps, scaled with the checkpoint's ``scaler`` (not one refitted on this data)."""
-    pad = ((0, horizon), (0, 0), (0, 0))
-    values = np.pad(series.values, pad)
-    mask = np.pad(series.mask, pad)
-    scaled = np.where(mask, scaler.transform(values), 0.0).astype(np.float32)
-    calendar = calendar_of(extended_timestamps(series.timestamps, horizon))
-    return {"scaled": torch.from_numpy(scaled), "values": torch.from_numpy(values), "mask": torch.from_numpy(mask),
-            "calendar": torch.from_numpy(calendar)}
-
-
-class PaddedGrid:
-    """A :class:`~stlm.data.sources.climate_grid.ClimateGrid` whose ``read`` continues past the last step with
-    NaN (missing) steps; everything else is the grid's."""
-
-    def __init__(self, grid):
-        self._grid = grid
-
-    def __getattr__(self, name):
-        return getattr(self._grid, name)
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        T = self._grid.shape[0]
-        block = self._grid.read(start, min(stop, T))
-        if stop <= T:
-            return block
-        missing = np.full((stop - T, *block.shape[1:]), np.nan, dtype=block.dtype)
-        return np.concatenate([block, missing])

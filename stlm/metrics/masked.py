@@ -1,103 +1,97 @@
-"""Masked errors in original units, per forecast horizon.
+"""Masked, optionally area-weighted errors in original units, and the one table of training losses.
 
-Conventions (as in DCRNN / Graph WaveNet / BasicTS, with the mask made explicit):
+Only observed targets count (``mask == 1``). With token weights ``w`` ([N], e.g. cos latitude for grid cells,
+:meth:`stlm.data.sources.geometry.Geometry.area_weights`; 1 for sensors) every mean weighs an entry by ``w_n``:
 
-* Only observed targets count (``mask == 1``); the mean is over observed entries, pooled over the batch,
-  nodes and channels of one horizon: ``MAE_h = sum(mask * |pred - y|) / sum(mask)``.
-* ``*_avg`` pools all horizons: ``MAE_avg = sum over h of the numerators / sum over h of the counts``
-  (and ``RMSE_avg = sqrt(pooled MSE)``). With equal counts per horizon this is the mean of the per-horizon
-  values reported in papers.
-* MAPE is in percent and skips targets with ``|y| <= mape_min_abs`` (a zero count or zero speed has no
-  relative error).
+    MAE = sum w m |f - o| / sum w m        RMSE = sqrt( sum w m (f - o)^2 / sum w m )
+    ACC = sum w m a_f a_o / sqrt( sum w m a_f^2 * sum w m a_o^2 ),   a = value - climatology (uncentred)
 
-Shapes: ``pred``, ``target``, ``mask`` [B, H, N, C]; per-horizon results [H].
+Without weights the means are the plain masked means of DCRNN / Graph WaveNet / BasicTS. ``where``, never
+``err * mask``: a missing target stored as NaN must not turn a mean into NaN (NaN * 0 = NaN).
+Shapes: pred, target, mask [B, H, N, C]; per-horizon functions return [H, C].
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import Metric
+
+# The elementwise errors behind every training loss (one table for sensors and grids).
+ERRORS = {
+    "mae": lambda p, t: (p - t).abs(),
+    "mse": lambda p, t: (p - t) ** 2,
+    "huber": lambda p, t: F.huber_loss(p, t, reduction="none"),
+}
 
 
-def _masked_mean(err: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    # where, not err * mask: a missing target stored as NaN must not turn the mean into NaN (NaN * 0 = NaN).
-    return torch.where(mask > 0, err, 0.0).sum() / mask.sum().clamp_min(1.0)
+def weight_mask(mask: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """``w * m`` broadcast to [B, H, N, C]: weights None (all 1), [N] (per token) or [N, C]."""
+    observed = (mask > 0).to(mask.dtype if mask.is_floating_point() else torch.float32)
+    if weights is None:
+        return observed
+    weights = weights.to(observed.dtype)
+    return observed * (weights.view(1, 1, -1, 1) if weights.ndim == 1 else weights)
 
 
-def masked_mae(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def _weighted_mean(err: torch.Tensor, wm: torch.Tensor, floor: float) -> torch.Tensor:
+    return torch.where(wm > 0, err * wm, 0.0).sum() / wm.sum().clamp_min(floor)
+
+
+def masked_mae(pred, target, mask, weights=None) -> torch.Tensor:
     """Mean absolute error over observed entries (a scalar)."""
-    return _masked_mean((pred - target).abs(), mask)
+    return masked_loss("mae")(pred, target, mask, weights)
 
 
-def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked_mse(pred, target, mask, weights=None) -> torch.Tensor:
     """Mean squared error over observed entries (a scalar)."""
-    return _masked_mean((pred - target) ** 2, mask)
+    return masked_loss("mse")(pred, target, mask, weights)
 
 
-def masked_huber(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, delta: float = 1.0) -> torch.Tensor:
+def masked_huber(pred, target, mask, delta: float = 1.0) -> torch.Tensor:
     """Huber loss over observed entries (a scalar); ``delta`` in original units."""
-    return _masked_mean(F.huber_loss(pred, target, reduction="none", delta=delta), mask)
-
-
-LOSSES = {"mae": masked_mae, "mse": masked_mse, "huber": masked_huber}
+    err = F.huber_loss(pred, target, reduction="none", delta=delta)
+    return _weighted_mean(err, weight_mask(mask, None), 1.0)
 
 
 def masked_loss(name: str):
-    """The training loss called ``name``; raises listing the valid names."""
-    if name not in LOSSES:
-        raise ValueError(f"engine.loss={name!r} is not a known loss; choose one of {sorted(LOSSES)}")
-    return LOSSES[name]
+    """The training loss called ``name``: ``f(pred, target, mask, weights=None)`` -> scalar; raises listing the
+    valid names. Without weights the mean is over observed entries; with weights ([N] or [N, C]) it is
+    ``sum w m err / sum w m``."""
+    if name not in ERRORS:
+        raise ValueError(f"engine.loss={name!r} is not a known loss; choose one of {sorted(ERRORS)}")
+    error = ERRORS[name]
+
+    def loss(pred, target, mask, weights=None) -> torch.Tensor:
+        # Unweighted: at least one observation in the denominator, as the classic masked mean.
+        return _weighted_mean(error(pred, target), weight_mask(mask, weights), 1.0 if weights is None else 1e-12)
+
+    return loss
 
 
-class HorizonMetrics(Metric):
-    """Accumulates masked MAE, RMSE and MAPE per horizon over an epoch (exact, not a mean of batch means).
+def weighted_loss(name: str, pred, target, mask, weights: torch.Tensor) -> torch.Tensor:
+    """Scalar training loss ``sum w m err / sum w m`` with weights [N, C] (e.g. cos-lat / channel std)."""
+    return masked_loss(name)(pred, target, mask, weights)
 
-    ``compute()`` returns ``{"mae_h1": ..., ..., "mae_avg": ..., "rmse_h1": ..., "mape_avg": ...}``.
-    States are sums, so they reduce correctly across DDP ranks.
-    """
 
-    full_state_update = False
+def _sums(value: torch.Tensor, wm: torch.Tensor) -> torch.Tensor:
+    """sum over batch and tokens of ``wm * value`` -> [H, C] (``where`` keeps NaN at masked entries out)."""
+    return torch.where(wm > 0, value * wm, 0.0).sum(dim=(0, 2))
 
-    def __init__(self, horizon: int, mape_min_abs: float = 0.0, **metric_kwargs):
-        super().__init__(**metric_kwargs)
-        self.horizon = horizon
-        self.mape_min_abs = mape_min_abs
-        for name in ("abs_err", "sq_err", "count", "ape", "ape_count"):
-            self.add_state(name, default=torch.zeros(horizon, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
-        if pred.shape != target.shape or mask.shape != target.shape or pred.shape[1] != self.horizon:
-            raise ValueError(
-                f"HorizonMetrics: pred {tuple(pred.shape)}, target {tuple(target.shape)} and mask {tuple(mask.shape)} "
-                f"must all be [B, H={self.horizon}, N, C]"
-            )
-        pred, target, observed = pred.double(), target.double(), mask > 0
-        dims = (0, 2, 3)
-        err = torch.where(observed, pred - target, 0.0)  # missing targets count for nothing, even if NaN
-        self.abs_err += err.abs().sum(dims)
-        self.sq_err += (err**2).sum(dims)
-        self.count += observed.double().sum(dims)
-        relevant = observed & (target.abs() > self.mape_min_abs)
-        self.ape += torch.where(relevant, err.abs() / target.abs().clamp_min(1e-12), 0.0).sum(dims)
-        self.ape_count += relevant.double().sum(dims)
+def weighted_rmse(pred, target, mask, weights=None) -> torch.Tensor:
+    """Masked (weighted) RMSE per horizon and channel, [H, C]."""
+    wm = weight_mask(mask, weights)
+    return (_sums((pred - target) ** 2, wm) / wm.sum(dim=(0, 2)).clamp_min(1e-12)).sqrt()
 
-    def compute(self) -> dict[str, torch.Tensor]:
-        count = self.count.clamp_min(1.0)
-        ape_count = self.ape_count.clamp_min(1.0)
-        per_h = {
-            "mae": self.abs_err / count,
-            "rmse": (self.sq_err / count).sqrt(),
-            "mape": 100.0 * self.ape / ape_count,
-        }
-        pooled = {
-            "mae": self.abs_err.sum() / self.count.sum().clamp_min(1.0),
-            "rmse": (self.sq_err.sum() / self.count.sum().clamp_min(1.0)).sqrt(),
-            "mape": 100.0 * self.ape.sum() / self.ape_count.sum().clamp_min(1.0),
-        }
-        out = {}
-        for name, values in per_h.items():
-            for h in range(self.horizon):
-                out[f"{name}_h{h + 1}"] = values[h].float()
-            out[f"{name}_avg"] = pooled[name].float()
-        return out
+
+def weighted_mae(pred, target, mask, weights=None) -> torch.Tensor:
+    """Masked (weighted) MAE per horizon and channel, [H, C]."""
+    wm = weight_mask(mask, weights)
+    return _sums((pred - target).abs(), wm) / wm.sum(dim=(0, 2)).clamp_min(1e-12)
+
+
+def anomaly_correlation(pred, target, climatology, mask, weights=None) -> torch.Tensor:
+    """Masked (weighted) uncentred anomaly correlation per horizon and channel, [H, C]."""
+    wm = weight_mask(mask, weights)
+    af, ao = pred - climatology, target - climatology
+    return _sums(af * ao, wm) / (_sums(af**2, wm) * _sums(ao**2, wm)).sqrt().clamp_min(1e-12)

@@ -13,6 +13,7 @@ All return scaled predictions [B, H, N, C], like every model.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -62,9 +63,11 @@ class SeasonalNaive(nn.Module):
 
     def fit_from_data(self, datamodule) -> None:
         """Keep the scaled series and its mask (lookups by absolute step index)."""
-        ds = datamodule.datasets["train"]
-        self.series = ds.scaled.clone()
-        self.observed = ds.mask.float().clone()
+        raw = datamodule.series.read(0, datamodule.series.n_steps)  # [T, N, C], NaN = missing
+        observed = np.isfinite(raw)
+        scaled = np.where(observed, datamodule.scaler.transform(np.where(observed, raw, np.float32(0.0))), 0.0)
+        self.series = torch.from_numpy(scaled.astype(np.float32))
+        self.observed = torch.from_numpy(observed.astype(np.float32))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.series.numel() == 0:

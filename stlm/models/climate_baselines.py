@@ -1,9 +1,9 @@
 """Climate baselines in the same engine and on the same split as the grid models (scaled outputs [B, H, N, C]).
 
 * :class:`Persistence` - every lead equals the last observed input of the cell (the sensor ``LastValue``).
-* :class:`Climatology` - the training-period mean of the cell at the target's hour of day (or day of year,
-  when the training period covers every later day of the year: several years of data); see
-  :func:`stlm.data.climate_stats.fit_climatology`. Fitted, never trained.
+* :class:`Climatology` - the training-period mean of the token at the target's hour of day (or day of year or
+  month, ``dataset.climatology``); the datamodule's seasonal table (:mod:`stlm.data.seasonal`), the same
+  construction as the sensor historical average. Fitted, never trained; works on any data set.
 """
 
 from __future__ import annotations
@@ -20,12 +20,10 @@ class Persistence(LastValue):
 
 
 class Climatology(nn.Module):
-    """The training climatology of each cell at each target time (hour-of-day or day-of-year key)."""
+    """The training climatology of each token at each target time (the datamodule's climatology key)."""
 
     def __init__(self, spec: DataSpec):
         super().__init__()
-        if spec.grid_shape is None or spec.time_features < 3:
-            raise ValueError("Climatology needs a lat-lon grid dataset (dataset=climate or era5); for sensors use model=historical_average")
         self.register_buffer("table", torch.zeros(0), persistent=False)
         self.column = 0
 

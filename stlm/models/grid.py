@@ -1,7 +1,7 @@
 """STLM on a lat-lon grid: cells grouped into non-overlapping p x p patches, one token per patch.
 
-    batch["x"], batch["x_mask"]   [B, T, N = H * W, C]   (cells latitude-major, see stlm.data.climate_windows)
-    batch["x_time"], ["y_time"]   [B, T, 3], [B, Hz, 3]  (slot, day of week, day of year)
+    batch["x"], batch["x_mask"]   [B, T, N = H * W, C]   (cells latitude-major, stlm.data.sources.geometry)
+    batch["x_time"], ["y_time"]   [B, T, K], [B, Hz, K]  (the calendar: slot, day of week, day of year, month)
     returns                       [B, Hz, N, C]          scaled predictions
 
 Per cell the model builds features ``F``: the scaled value and its departure from the training climatology
@@ -96,7 +96,7 @@ class GridForecaster(nn.Module):
 
     Args:
         spec: the grid's data spec (``grid_shape`` must be set: a climate datamodule).
-        patch: side p of the square patches, in cells (``dataset.patch``).
+        patch: side p of the square patches, in cells (``model.patch``).
         seasonal_prior: forecast departures from the training climatology (fitted by ``fit_from_data``).
         anomaly_terms: which anomaly terms enter the forecast linearly (any of ``last``, ``same_hour``,
             ``window_mean``; empty for none).
@@ -122,13 +122,13 @@ class GridForecaster(nn.Module):
         **stlm,
     ):
         super().__init__()
-        if spec.grid_shape is None:
+        if spec.grid_shape is None:  # patches need the H x W layout: the one model that requires a lat-lon grid
             raise ValueError(
                 "GridForecaster needs a lat-lon grid (spec.grid_shape is None): use it with dataset=climate or "
                 "dataset=era5; for sensor networks use model=stlm"
             )
         if not isinstance(patch, int) or patch < 1:
-            raise ValueError(f"dataset.patch must be a positive integer (cells per patch side), got {patch!r}")
+            raise ValueError(f"model.patch must be a positive integer (cells per patch side), got {patch!r}")
         terms = tuple(anomaly_terms or ())
         unknown = [t for t in terms if t not in ANOMALY_TERMS]
         if unknown or len(set(terms)) != len(terms):
@@ -202,7 +202,7 @@ class GridForecaster(nn.Module):
         dataset = datamodule.datasets[split]
         if len(dataset) == 0:
             raise ValueError(f"GridForecaster: the {split} split has no window to fit the anomaly terms on; use a longer period "
-                             "or other dataset.split fractions, or dataset.anomaly_fit=train")
+                             "or other dataset.split fractions, or model.anomaly_fit=train")
         picks = torch.linspace(0, len(dataset) - 1, min(self.fit_samples, len(dataset))).long().unique().tolist()
         w = torch.cos(torch.deg2rad(torch.as_tensor(datamodule.spec.node_coords[:, 0], dtype=torch.float64)))
         Hz, K, C = self.beta.shape
@@ -224,7 +224,7 @@ class GridForecaster(nn.Module):
         return beta.float()  # [H, K, C]
 
     def _prior(self, time: torch.Tensor) -> torch.Tensor:
-        """Scaled climatology at the given calendar [B, S, 3] -> [B, S, N, C]."""
+        """Scaled climatology at the given calendar [B, S, K] -> [B, S, N, C]."""
         return self.climatology[time[..., self.clim_column]]
 
     def _terms(self, x: torch.Tensor, m: torch.Tensor, x_time: torch.Tensor) -> torch.Tensor:

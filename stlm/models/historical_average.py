@@ -24,6 +24,8 @@ import torch
 from scipy.ndimage import gaussian_filter1d
 from torch import nn
 
+from stlm.data.calendar import DAY_OF_WEEK, SLOT
+from stlm.data.seasonal import seasonal_sums
 from stlm.data.spec import DataSpec
 
 log = logging.getLogger(__name__)
@@ -49,19 +51,16 @@ def _smooth(table: np.ndarray, sigma_slots: float, weekdays: bool) -> np.ndarray
     return gaussian_filter1d(flat, sigma_slots, axis=0, mode="wrap").reshape(table.shape)
 
 
-def fit_profile(values, mask, calendar, n_slots: int, profile: str, sigma_slots: float, weekdays: bool = True) -> np.ndarray:
-    """Profile [7, n_slots, N, C] (one row per day of week, rows shared within a group) from
-    values/mask [T, N, C] and calendar [T, 2] (slot, day of week).
+def profile_from_sums(total: np.ndarray, count: np.ndarray, profile: str, sigma_slots: float, weekdays: bool = True) -> np.ndarray:
+    """Profile [7, n_slots, N, C] (one row per day of week, rows shared within a group) from the sums and
+    counts of the observed values per (day of week, slot), [7, n_slots, N, C] (:func:`stlm.data.seasonal.seasonal_sums`
+    keyed by the time of week).
 
-    Sums and counts are gathered per day of week and slot, smoothed along time (across midnight into the
-    neighbouring day when ``weekdays``, i.e. the calendar has real days of the week; else circularly within
-    one day), and only then pooled into the profile's groups of days.
+    Sums and counts are smoothed along time (across midnight into the neighbouring day when ``weekdays``, i.e.
+    the calendar has real days of the week; else circularly within one day), and only then pooled into the
+    profile's groups of days. A slot never observed for a node takes the node's mean over all slots.
     """
-    m = mask.astype(np.float64)
-    total = np.zeros((7, n_slots) + values.shape[1:])
-    count = np.zeros_like(total)
-    np.add.at(total, (calendar[:, 1], calendar[:, 0]), values * m)
-    np.add.at(count, (calendar[:, 1], calendar[:, 0]), m)
+    node_mean = total.sum((0, 1)) / np.maximum(count.sum((0, 1)), 1)
     if sigma_slots > 0:
         total, count = _smooth(total, sigma_slots, weekdays), _smooth(count, sigma_slots, weekdays)
     group = _group_of_day(np.arange(7), profile)
@@ -69,9 +68,26 @@ def fit_profile(values, mask, calendar, n_slots: int, profile: str, sigma_slots:
     pooled_count = np.zeros_like(pooled_total)
     np.add.at(pooled_total, group, total)
     np.add.at(pooled_count, group, count)
-    node_mean = (values * m).sum(0) / np.maximum(m.sum(0), 1)
     means = np.where(pooled_count > 1e-9, pooled_total / np.maximum(pooled_count, 1e-9), node_mean)
     return means[group]
+
+
+def fit_profile(values, mask, calendar, n_slots: int, profile: str, sigma_slots: float, weekdays: bool = True) -> np.ndarray:
+    """:func:`profile_from_sums` of arrays in memory: values/mask [T, N, C], calendar [T, K] (slot, day, ...)."""
+    m = mask.astype(np.float64)
+    keys = calendar[:, DAY_OF_WEEK] * n_slots + calendar[:, SLOT]
+    total = np.zeros((7 * n_slots,) + values.shape[1:])
+    count = np.zeros_like(total)
+    np.add.at(total, keys, values * m)
+    np.add.at(count, keys, m)
+    shape = (7, n_slots) + values.shape[1:]
+    return profile_from_sums(total.reshape(shape), count.reshape(shape), profile, sigma_slots, weekdays)
+
+
+def time_of_week(calendar: np.ndarray, n_slots: int, use_days: bool) -> np.ndarray:
+    """[T] key ``day * n_slots + slot`` of every step (day 0 when the day of week is off)."""
+    day = calendar[:, DAY_OF_WEEK] if use_days else np.zeros(len(calendar), dtype=np.int64)
+    return day * n_slots + np.minimum(calendar[:, SLOT], n_slots - 1)
 
 
 class HistoricalAverage(nn.Module):
@@ -101,30 +117,25 @@ class HistoricalAverage(nn.Module):
 
     def fit_from_data(self, datamodule) -> None:
         """Fit on the training period; with ``auto``, keep the candidate with the lowest validation MAE."""
-        scaler = datamodule.scaler
-        train, val = datamodule.period("train"), datamodule.period("val")
-        values = scaler.transform(train["values"])
-        cal_train = self._calendar(train["calendar"])
-        cal_val = self._calendar(val["calendar"])
+        scaler, calendar = datamodule.scaler, datamodule.calendar
+        keys = time_of_week(calendar, self.n_slots, self.use_days)
+        (a, b), N, C = datamodule.periods["train"], datamodule.spec.n_nodes, datamodule.spec.n_channels
+        total, count = seasonal_sums(datamodule.series, keys, 7 * self.n_slots, a, b, transform=scaler.transform)
+        total, count = total.reshape(7, self.n_slots, N, C), count.reshape(7, self.n_slots, N, C)
+        val = datamodule.period("val")
+        val_keys = time_of_week(val["calendar"], self.n_slots, self.use_days)
         val_values, val_mask = scaler.transform(val["values"]), val["mask"]
         best = None
         for profile, sigma in self._candidates():
-            table = fit_profile(values, train["mask"], cal_train, self.n_slots, profile, sigma, weekdays=self.use_days)
-            error = np.abs(table[cal_val[:, 1], cal_val[:, 0]] - val_values)[val_mask].mean() if val_mask.any() else 0.0
+            table = profile_from_sums(total, count, profile, sigma, weekdays=self.use_days)
+            flat = table.reshape(7 * self.n_slots, N, C)
+            error = np.abs(flat[val_keys] - val_values)[val_mask].mean() if val_mask.any() else 0.0
             if best is None or error < best[0]:
-                best = (error, profile, sigma, table)
+                best = (error, profile, sigma, flat)
         _, profile, sigma, table = best
         self.chosen = f"{profile}, smoothing {sigma * datamodule.spec.interval_minutes:g} min"
         log.info("historical average profile: %s", self.chosen)
-        self.profile.copy_(torch.from_numpy(table.reshape(7 * self.n_slots, *table.shape[2:]).astype(np.float32)))
-
-    def _calendar(self, calendar: np.ndarray) -> np.ndarray:
-        """Calendar with the slot clipped to this profile and the day zeroed when day-of-week is off."""
-        out = calendar.copy()
-        out[:, 0] = np.minimum(out[:, 0], self.n_slots - 1)
-        if not self.use_days:
-            out[:, 1] = 0
-        return out
+        self.profile.copy_(torch.from_numpy(table.astype(np.float32)))
 
     def lookup(self, calendar: torch.Tensor) -> torch.Tensor:
         """Profile values at the given (slot, day) indices: calendar [B, S, 2] -> [B, S, N, C]."""

@@ -1,7 +1,7 @@
 """``python -m stlm.stream checkpoint=PATH``: streaming forecasts from a trained model (see conf/stream.yaml).
 
-``input=replay`` streams the training data set (or ``source.path=`` another file of the same layout) in time
-order and writes forecast chunks; ``input=stdin`` reads CSV lines ``timestamp,v1,...,vN`` (empty = missing) and
+``input=replay`` streams the training data set (or ``source.path=`` another file of the same layout), read by the
+training run's datamodule exactly as the batch forecast job reads it, in time order and writes forecast chunks; ``input=stdin`` reads CSV lines ``timestamp,v1,...,vN`` (empty = missing) and
 prints one JSON forecast per line. Both save the state every ``save_every`` steps and resume from it.
 """
 
@@ -14,10 +14,12 @@ from pathlib import Path
 
 import hydra
 import numpy as np
-from hydra.utils import instantiate, to_absolute_path
+from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from stlm.data.splits import ChronologicalSplit
+from stlm.errors import reported_as_user_error
+from stlm.forecast.data import prepare_data
+from stlm.forecast.restore import dataset_config
 from stlm.stream.replay import replay, resolve_start
 from stlm.stream.streamer import Streamer
 
@@ -35,11 +37,11 @@ def _streamer(cfg: DictConfig, state_path: Path) -> Streamer:
 def run_replay(cfg: DictConfig) -> int:
     output, state_path = Path(to_absolute_path(cfg.output)), Path(to_absolute_path(cfg.state))
     streamer = _streamer(cfg, state_path)
-    dataset_cfg = streamer.trained.config["dataset"]
-    source_cfg = OmegaConf.merge(OmegaConf.create(dataset_cfg["source"]), OmegaConf.create(OmegaConf.to_container(cfg.source)))
-    series = instantiate(source_cfg).load()
-    periods = ChronologicalSplit(**dataset_cfg.get("split", {})).periods(series.n_steps)
-    start = resolve_start(cfg.start, series, periods)
+    overrides = {f"source.{k}": v for k, v in OmegaConf.to_container(cfg.source).items()}
+    dataset_cfg = dataset_config(streamer.trained, overrides, output / "work")
+    datamodule = prepare_data(streamer.trained, dataset_cfg).datamodule
+    series = datamodule.series
+    start = resolve_start(cfg.start, series, datamodule.periods)
     written = replay(streamer, series, start, cfg.steps, output, state_path, cfg.save_every, cfg.warmup, cfg.pace_s)
     print(f"{written} forecasts written to {output / 'forecasts'}; state {state_path} (last observation {streamer.last_time})")
     return written
@@ -74,12 +76,11 @@ def run_stdin(cfg: DictConfig) -> int:
 
 @hydra.main(config_path="../../conf", config_name="stream", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    if cfg.input == "replay":
-        run_replay(cfg)
-    elif cfg.input == "stdin":
-        run_stdin(cfg)
-    else:
+    runs = {"replay": run_replay, "stdin": run_stdin}
+    if cfg.input not in runs:
         raise SystemExit(f"input={cfg.input!r}: choose replay or stdin")
+    with reported_as_user_error():
+        runs[cfg.input](cfg)
 
 
 if __name__ == "__main__":

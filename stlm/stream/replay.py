@@ -16,26 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from stlm.data.sources.base import SpatioTemporalSeries
+from stlm.data.sources.base import Series
 from stlm.io.atomic import atomic_write_bytes
 from stlm.stream.streamer import Streamer
 
 log = logging.getLogger("stlm.stream")
 
 
-def align_nodes(series: SpatioTemporalSeries, node_ids: tuple[str, ...]) -> np.ndarray:
-    """Column index into the series for each of the model's nodes (by id); an error names the missing ones."""
-    where = {str(n): i for i, n in enumerate(series.node_ids)}
-    missing = [n for n in node_ids if str(n) not in where]
-    if missing:
-        raise ValueError(
-            f"{series.origin or series.name}: {len(missing)} of the model's {len(node_ids)} sensors are not in the "
-            f"data ({', '.join(map(str, missing[:10]))}); stream the data set the model was trained on"
-        )
-    return np.array([where[str(n)] for n in node_ids])
-
-
-def resolve_start(start, series: SpatioTemporalSeries, periods: dict[str, tuple[int, int]]) -> int:
+def resolve_start(start, series: Series, periods: dict[str, tuple[int, int]]) -> int:
     """Step index of ``start``: a split name (its first step), a step index, or a timestamp in the series."""
     if isinstance(start, str) and start in periods:
         return periods[start][0]
@@ -56,7 +44,7 @@ def resolve_start(start, series: SpatioTemporalSeries, periods: dict[str, tuple[
 
 def replay(
     streamer: Streamer,
-    series: SpatioTemporalSeries,
+    series: Series,
     start: int,
     steps: int | None,
     output: Path,
@@ -67,8 +55,7 @@ def replay(
 ) -> int:
     """Stream steps ``start .. start+steps-1`` (resuming after the state's last observation); returns the
     number of forecasts written in this call."""
-    columns = align_nodes(series, streamer.spec.node_ids) if streamer.spec.node_ids else np.arange(series.n_nodes)
-    values = np.where(series.mask, series.values, np.nan)[:, columns]  # [T, N, C], NaN = missing
+    columns = series.geometry.index_of(streamer.spec.node_ids, series.origin or series.name)
     stop = series.n_steps if steps is None else min(series.n_steps, start + steps)
     if streamer.last_time is not None:  # resume right after the saved state
         first = int(series.timestamps.get_loc(streamer.last_time)) + 1
@@ -77,7 +64,7 @@ def replay(
         first = max(start - warmup, 0)
     chunk_times, chunk_values, written = [], [], 0
     for t in range(first, stop):
-        forecast = streamer.push(values[t], series.timestamps[t])
+        forecast = streamer.push(series.read(t, t + 1)[0][columns], series.timestamps[t])  # [N, C], NaN = missing
         if t < start:
             continue  # warm-up: history for the state, no forecast written
         chunk_times.append(forecast.issued_at.value)

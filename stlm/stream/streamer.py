@@ -1,7 +1,14 @@
-"""A streaming forecaster: one observation in, one forecast of the next ``horizon`` steps out.
+"""A streaming forecaster: one observation in, one forecast of the next ``horizon`` steps out, for any model.
 
-The model's recurrent state (:meth:`STLMForecaster.step`) carries the whole history, so each step costs the same
-however long the stream has run, and a restarted process resumes from a saved state without replaying history.
+Two ways to carry the history, chosen by what the model offers:
+
+* **recurrent** (a model with ``step``, :meth:`STLMForecaster.step`): the model's state carries the whole
+  history, so each step costs the same however long the stream has run;
+* **window** (every other model, e.g. the grid model): the state is the last ``window`` observations; each step
+  forecasts from them exactly as the batch forecast job does from the same window, so a streamed forecast
+  equals the batch job's for the same init time.
+
+Either state is saved to a file and a restarted process resumes from it without replaying history.
 
     streamer = Streamer.from_checkpoint("outputs/.../best.ckpt")
     forecast = streamer.push(values, timestamp)     values [N, C] or [N] in original units, NaN = missing
@@ -22,7 +29,7 @@ import pandas as pd
 import torch
 
 from stlm.checkpoints import TrainedModel, load_trained_model
-from stlm.data.calendar import calendar_index
+from stlm.data.calendar import calendar_index, steps_per_day
 from stlm.stream.state_file import load_state, save_state
 
 MAX_GAP_STEPS = 288  # a longer gap is refused: the state would be mostly forgotten, start a fresh stream
@@ -39,14 +46,14 @@ class Streamer:
     def __init__(self, trained: TrainedModel):
         self.trained = trained
         self.model, self.spec, self.scaler = trained.model.eval(), trained.spec, trained.scaler
-        if not hasattr(self.model, "step"):
-            raise ValueError(
-                f"{type(self.model).__name__} has no recurrent mode; streaming needs model=stlm with the selective "
-                "SSM temporal mixer (model/temporal=ssm)"
-            )
         self.interval = pd.Timedelta(minutes=self.spec.interval_minutes)
-        self.n_slots = self.model.n_slots
-        self.state = self.model.init_state(batch=1)
+        # The calendar's slots as the datamodule counts them (stlm.data.datamodule), whatever the model embeds.
+        self.n_slots = steps_per_day(self.interval)
+        self.recurrent = hasattr(self.model, "step")
+        if self.recurrent:
+            self.state = self.model.init_state(batch=1)
+        else:  # the last `window` observations in original units, NaN = missing (oldest first)
+            self.state = {"window": torch.full((self.spec.window, self.spec.n_nodes, self.spec.n_channels), float("nan"))}
         self.last_time: pd.Timestamp | None = None
         self.steps_seen = 0
 
@@ -81,14 +88,35 @@ class Streamer:
         return self._step(values, timestamp)
 
     def _step(self, values: np.ndarray, timestamp: pd.Timestamp) -> Forecast:
-        scaled = torch.from_numpy(self.scaler.transform(values))[None]  # [1, N, C]; NaN stays NaN = missing
-        x_time = torch.from_numpy(calendar_index(pd.DatetimeIndex([timestamp]), self.n_slots))  # [1, 2]
+        valid = pd.date_range(timestamp + self.interval, periods=self.spec.horizon, freq=self.interval)
+        y_time = torch.from_numpy(calendar_index(valid, self.n_slots))[None]  # [1, H, K]
         with torch.no_grad():
-            forecast, self.state = self.model.step(scaled, x_time, self.state)
+            if self.recurrent:
+                scaled = torch.from_numpy(self.scaler.transform(values))[None]  # [1, N, C]; NaN stays NaN = missing
+                x_time = torch.from_numpy(calendar_index(pd.DatetimeIndex([timestamp]), self.n_slots))  # [1, K]
+                forecast, self.state = self.model.step(scaled, x_time, self.state, y_time=y_time)
+            else:
+                forecast = self._window_forecast(values, timestamp, y_time)
             out = self.scaler.inverse_transform(forecast)[0].numpy()
         self.last_time, self.steps_seen = timestamp, self.steps_seen + 1
-        valid = pd.date_range(timestamp + self.interval, periods=self.spec.horizon, freq=self.interval)
         return Forecast(issued_at=timestamp, valid_times=valid, values=out)
+
+    def _window_forecast(self, values: np.ndarray, timestamp: pd.Timestamp, y_time: torch.Tensor) -> torch.Tensor:
+        """Shift the observation into the window and forecast from the window, as a batch of one sample
+        (:class:`stlm.data.windowing.WindowDataset` builds the same batch for the same window)."""
+        window = torch.cat([self.state["window"][1:], torch.from_numpy(values)[None]])
+        self.state = {"window": window}
+        raw = window.numpy()
+        observed = np.isfinite(raw)
+        scaled = np.where(observed, self.scaler.transform(np.where(observed, raw, np.float32(0.0))), np.float32(0.0))
+        times = pd.date_range(end=timestamp, periods=self.spec.window, freq=self.interval)
+        batch = {
+            "x": torch.from_numpy(scaled.astype(np.float32))[None],
+            "x_mask": torch.from_numpy(observed.astype(np.float32))[None],
+            "x_time": torch.from_numpy(calendar_index(times, self.n_slots))[None],
+            "y_time": y_time,
+        }
+        return self.model(batch)
 
     def _check_values(self, values, timestamp) -> np.ndarray:
         values = np.asarray(values, dtype=np.float32)

@@ -1,4 +1,4 @@
-"""The grid datamodule: lazy windows, NaN as mask, statistics of the training period only, saved and reused."""
+"""The datamodule on grids: lazy windows, NaN as mask, statistics of the training period only, saved and reused."""
 
 from __future__ import annotations
 
@@ -9,16 +9,20 @@ import pytest
 import torch
 from climate_fixtures import grid_dataset, write
 
-from stlm.data.climate_datamodule import ClimateDataModule
-from stlm.data.climate_features import grid_calendar, static_features
+from stlm.data.calendar import calendar_index
+from stlm.data.datamodule import SpatioTemporalDataModule
+from stlm.data.sources.geometry import static_features
 from stlm.data.sources import DataValidationError
 from stlm.data.sources.climate import ClimateSource
 
 
+GRID = dict(day_of_week=False, loss_weighting="area_over_std", metrics=dict(keys="lead", average="lead_mean", per_channel=True, mape=False, acc=True))
+
+
 def _datamodule(path, **kwargs):
-    options = dict(window=4, horizon=2, batch_size=4, split={"train": 0.5, "val": 0.25, "test": 0.25})
+    options = dict(window=4, horizon=2, batch_size=4, split={"train": 0.5, "val": 0.25, "test": 0.25}, **GRID)
     options.update(kwargs)
-    dm = ClimateDataModule(ClimateSource(str(path), ["t2m"]), **options)
+    dm = SpatioTemporalDataModule(ClimateSource(str(path), ["t2m"]), **options)
     dm.setup()
     return dm
 
@@ -29,7 +33,7 @@ def test_batches_follow_the_contract_and_match_the_file(tmp_path):
     dm = _datamodule(write(ds, tmp_path / "a.nc"))
     assert dm.spec.grid_shape == (4, 5) and dm.spec.n_nodes == 20 and dm.spec.days_per_week == 0
     batch = dm.datasets["train"].__getitems__([6, 0, 2])  # sample 6 covers steps 6..11: step 10 is a target
-    assert batch["x"].shape == (3, 4, 20, 1) and batch["y"].shape == (3, 2, 20, 1) and batch["x_time"].shape == (3, 4, 3)
+    assert batch["x"].shape == (3, 4, 20, 1) and batch["y"].shape == (3, 2, 20, 1) and batch["x_time"].shape == (3, 4, 4)
     raw = ds["t2m"].values  # file layout: lat ascending already, lon 0..300 -> canonical order [180, 270, 300, 0, 90]
     lon_order = [2, 3, 4, 0, 1]
     expected_y = raw[10:12][:, :, lon_order].reshape(2, 20)
@@ -97,5 +101,5 @@ def test_static_and_calendar_features():
     np.testing.assert_allclose(feats[1], [0.0, 1.0, 1.0, 0.0, 0.0], atol=1e-7)  # lat 0, lon 90, sea
     import pandas as pd
 
-    cal = grid_calendar(pd.DatetimeIndex(["2021-03-01 06:00", "2021-12-31 18:00"]), 4)
-    assert cal.tolist() == [[1, 0, 59], [3, 4, 364]]
+    cal = calendar_index(pd.DatetimeIndex(["2021-03-01 06:00", "2021-12-31 18:00"]), 4)
+    assert cal.tolist() == [[1, 0, 59, 2], [3, 4, 364, 11]]

@@ -23,7 +23,7 @@ def test_canonical_layout_from_descending_latitude_and_0_360_longitude(tmp_path)
     grid = _open(write(ds, tmp_path / "a.nc"))
     assert grid.lat.tolist() == [10.0, 20.0, 30.0, 40.0]
     assert grid.lon.tolist() == [-180.0, -90.0, -60.0, 0.0, 90.0]
-    block = grid.read(0, 2)
+    block = grid.read_grid(0, 2)
     assert block.shape == (2, 4, 5, 1) and block.dtype == np.float32
     # The file's (lat index 3 = 10 deg, lon index 2 = 180 deg) lands at canonical (0, 0): value 100 * 3 + 2.
     assert block[0, 0, 0, 0] == pytest.approx(302.0)
@@ -33,15 +33,15 @@ def test_canonical_layout_from_descending_latitude_and_0_360_longitude(tmp_path)
 def test_dims_in_either_order_and_lat_lon_names(tmp_path):
     ds = grid_dataset().transpose("time", "lon", "lat")
     grid = _open(write(ds, tmp_path / "a.nc"))
-    assert grid.read(0, 1)[0, 1, 1, 0] == pytest.approx(103.0)  # lat 20 (file 1), lon -90 = 270 (file 3)
+    assert grid.read_grid(0, 1)[0, 1, 1, 0] == pytest.approx(103.0)  # lat 20 (file 1), lon -90 = 270 (file 3)
 
 
 def test_nan_stays_nan_for_the_mask(tmp_path):
     ds = grid_dataset()
     ds["t2m"][5, 0, 0] = np.nan
     grid = _open(write(ds, tmp_path / "a.nc"))
-    assert np.isnan(grid.read(5, 6)[0, 0, 3, 0])  # file (0, 0) = lat 10, lon 0: canonical column 3
-    assert np.isfinite(grid.read(4, 5)).all() and np.isnan(grid.read(0, 48)).sum() == 1
+    assert np.isnan(grid.read_grid(5, 6)[0, 0, 3, 0])  # file (0, 0) = lat 10, lon 0: canonical column 3
+    assert np.isfinite(grid.read_grid(4, 5)).all() and np.isnan(grid.read_grid(0, 48)).sum() == 1
 
 
 def test_glob_concatenates_files_in_time(tmp_path):
@@ -50,7 +50,7 @@ def test_glob_concatenates_files_in_time(tmp_path):
     write(ds.isel(time=slice(24, 48)), tmp_path / "era5_b.nc")
     grid = _open(tmp_path / "era5_*.nc")
     assert grid.shape == (48, 4, 5, 1)
-    np.testing.assert_allclose(grid.read(20, 30), _open(write(ds, tmp_path / "whole.nc")).read(20, 30))
+    np.testing.assert_allclose(grid.read_grid(20, 30), _open(write(ds, tmp_path / "whole.nc")).read_grid(20, 30))
 
 
 def test_zarr_store_levels_and_time_slice(tmp_path):
@@ -59,7 +59,7 @@ def test_zarr_store_levels_and_time_slice(tmp_path):
     ds.to_zarr(tmp_path / "store.zarr")
     grid = _open(tmp_path / "store.zarr", ["t"], levels=[850], time_start="2020-01-01 02:00", time_end="2020-01-01 05:00")
     assert grid.channels == ["t850"] and grid.shape == (4, 4, 5, 1)
-    assert grid.read(0, 1)[0, 0, 0, 0] == pytest.approx(1002.002)  # level 850 (+1000), lon -180 = file col 2, step 2
+    assert grid.read_grid(0, 1)[0, 0, 0, 0] == pytest.approx(1002.002)  # level 850 (+1000), lon -180 = file col 2, step 2
 
 
 # ---------------------------------------------------------------- errors

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from stlm.data.climate_datamodule import ClimateDataModule
+from stlm.data.datamodule import SpatioTemporalDataModule
 from stlm.data.sources.climate import ClimateSource
-from stlm.metrics.weighted import latitude_weights
+from stlm.data.sources.geometry import latitude_weights
 from stlm.train import run
 
 TINY = [
@@ -55,17 +55,17 @@ def _masked_era5(shared_data, tmp_path):
 
 def test_era5_with_nan_cells_trains_finite_and_metrics_skip_them(shared_data, compose_train, tmp_path, tracking_uri):
     path, n_masked = _masked_era5(shared_data, tmp_path)
-    overrides = ["dataset=era5", f"dataset.path={path}", "dataset.window=6", "dataset.horizon=3", "dataset.patch=4", *TINY, *_paths(tmp_path)]
+    overrides = ["dataset=era5", f"dataset.path={path}", "dataset.window=6", "dataset.horizon=3", "model.patch=4", *TINY, *_paths(tmp_path)]
     result = run(compose_train(overrides))
     assert all(math.isfinite(v) for v in result["test"].values())
     row = mlflow.search_runs(experiment_names=["era5"]).iloc[0]
     assert math.isfinite(row["metrics.train/loss_epoch"]) and math.isfinite(row["metrics.test/rmse_lead3h"])
 
     # Persistence's reported RMSE equals a hand computation over the observed cells only.
-    dm = ClimateDataModule(ClimateSource(str(path), ["t2m"]), window=6, horizon=3)
+    dm = SpatioTemporalDataModule(ClimateSource(str(path), ["t2m"]), window=6, horizon=3)
     dm.setup()
     w = latitude_weights(dm.spec.node_coords[:, 0])
-    raw = dm.grid.read(0, dm.grid.shape[0]).reshape(dm.grid.shape[0], -1)
+    raw = dm.series.read(0, dm.series.n_steps).reshape(dm.series.n_steps, -1)
     assert np.isnan(raw[0]).sum() == n_masked
     sq, count = np.zeros(3), np.zeros(3)
     for s in dm.datasets["test"].starts:

@@ -10,11 +10,11 @@ import torch
 from stlm.data.calendar import calendar_index
 from stlm.data.datamodule import SpatioTemporalDataModule
 from stlm.data.scalers import StandardScaler
-from stlm.data.sources.base import DataValidationError, SpatioTemporalSeries
+from stlm.data.sources.base import DataValidationError, InMemorySource, SpatioTemporalSeries
 from stlm.data.splits import ChronologicalSplit
 
 
-class ArraySource:
+class ArraySource(InMemorySource):
     """A source over arrays built by the test."""
 
     def __init__(self, values, mask=None, start="2024-01-01", freq="5min"):
@@ -82,7 +82,7 @@ def test_batches_follow_the_data_contract():
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert batch["x"].shape == (4, 5, N, C) and batch["y"].shape == (4, 3, N, C)
-    assert batch["x_time"].shape == (4, 5, 2) and batch["x_time"].dtype == torch.long
+    assert batch["x_time"].shape == (4, 5, 4) and batch["x_time"].dtype == torch.long
     # Targets are in original units where observed, inputs are scaled and 0 where missing.
     s = int(batch["index"][0]) - 5
     expected_y = np.where(mask[s + 5 : s + 8], values[s + 5 : s + 8], 0)
@@ -97,7 +97,8 @@ def test_batches_follow_the_data_contract():
 def test_calendar_indices():
     ts = pd.DatetimeIndex(["2024-01-01 00:00", "2024-01-01 12:05", "2024-01-07 23:55"])  # Mon, Mon, Sun
     cal = calendar_index(ts, 288)
-    assert cal.tolist() == [[0, 0], [145, 0], [287, 6]]
+    assert cal[:, :2].tolist() == [[0, 0], [145, 0], [287, 6]]
+    assert cal[:, 2:].tolist() == [[0, 0], [0, 0], [6, 0]]  # day of year - 1, month - 1
 
 
 def test_short_training_period_turns_day_of_week_off_with_a_warning():

@@ -59,7 +59,7 @@ def test_cf_grid_forecast_of_new_data_through_dataset_path(trained, tmp_path, sh
         ds.isel(time=slice(240, 480)).to_netcdf(second)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = compose("train", ["dataset=era5", f"dataset.path={first}", "dataset.window=6", "dataset.horizon=3",
-                            "dataset.patch=4", *TINY_CLIMATE[4:], f"paths.outputs_root={tmp_path / 'outputs'}",
+                            "model.patch=4", *TINY_CLIMATE[4:], f"paths.outputs_root={tmp_path / 'outputs'}",
                             f"paths.output_dir={tmp_path / 'outputs' / 'run'}", f"logger.tracking_uri={uri}"])
     checkpoint = run(cfg)["best_checkpoint"]
     out = tmp_path / "second_forecasts.nc"

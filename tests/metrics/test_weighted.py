@@ -1,4 +1,4 @@
-"""Latitude-weighted metrics against hand computations, masks included."""
+"""Latitude-weighted metrics (the grid configuration of the one metric family) against hand computations, masks included."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from stlm.metrics.weighted import (
-    LeadMetrics,
-    anomaly_correlation,
-    latitude_weights,
-    lead_name,
-    weighted_loss,
-    weighted_mae,
-    weighted_rmse,
-)
+from stlm.data.sources.geometry import latitude_weights
+from stlm.metrics.horizon import ForecastMetrics, lead_name
+from stlm.metrics.masked import anomaly_correlation, weighted_loss, weighted_mae, weighted_rmse
+
+
+def LeadMetrics(horizon, interval_minutes, channels, weights, climatology=None, column=0):
+    """The metric as grid data sets configure it (conf/_shared/grid_datamodule.yaml)."""
+    return ForecastMetrics(horizon, interval_minutes, channels, weights, climatology, column, keys="lead",
+                           average="lead_mean", per_channel=True, mape=False)
 
 # Two cells at latitude 0 and 60 degrees: cos = 1 and 0.5, normalized to mean 1 -> weights 4/3 and 2/3.
 LAT = np.array([0.0, 60.0])
@@ -29,6 +29,7 @@ def test_latitude_weights_by_hand():
 
 def test_lead_names():
     assert [lead_name(m) for m in (60, 360, 1440, 30, 90)] == ["1h", "6h", "24h", "30min", "90min"]
+    assert [lead_name(d * 1440) for d in (31, 92, 365)] == ["1mo", "3mo", "12mo"]  # monthly steps
 
 
 def _case():
@@ -68,7 +69,7 @@ def test_lead_metrics_accumulate_over_batches_and_name_leads():
     pred, target, mask, w = _case()
     clim_table = torch.zeros(4, 2, 1)  # climatology 0 everywhere: ACC = plain uncentred correlation
     metric = LeadMetrics(horizon=2, interval_minutes=360, channels=["t2m"], weights=w, climatology=clim_table, column=0)
-    y_time = torch.zeros(1, 2, 3, dtype=torch.long)
+    y_time = torch.zeros(1, 2, 4, dtype=torch.long)
     half = {"y": target, "mask": mask, "y_time": y_time}
     metric.update(pred, half)
     metric.update(pred, half)  # the same batch twice: per-lead values unchanged

@@ -8,12 +8,12 @@ import pytest
 import torch
 
 from stlm.data.datamodule import SpatioTemporalDataModule
-from stlm.data.sources.base import SpatioTemporalSeries
+from stlm.data.sources.base import InMemorySource, SpatioTemporalSeries
 from stlm.data.spec import DataSpec
 from stlm.models.baselines import HistoricalAverage, LastValue, LinearForecaster, SeasonalNaive, last_observed
 
 
-class WeeklySource:
+class WeeklySource(InMemorySource):
     """Two nodes over three weeks: node 0 = hour of day, node 1 = 10 + day of week; one reading missing."""
 
     def load(self):

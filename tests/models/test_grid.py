@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from stlm.data.climate_features import cell_coords, static_features
+from stlm.data.sources.geometry import cell_coords, static_features
 from stlm.data.spec import DataSpec
 from stlm.models.climate_baselines import Climatology, Persistence
 from stlm.models.grid import GridForecaster, patchify, unpatchify
@@ -76,7 +76,7 @@ def test_needs_a_grid_spec():
     spec = DataSpec(n_nodes=3, n_channels=1, window=4, horizon=2, steps_per_day=4, days_per_week=7, interval_minutes=5)
     with pytest.raises(ValueError, match="use it with dataset=climate or dataset=era5"):
         GridForecaster(spec, patch=1)
-    with pytest.raises(ValueError, match="dataset.patch must be a positive integer"):
+    with pytest.raises(ValueError, match="model.patch must be a positive integer"):
         GridForecaster(_spec(), patch=0)
 
 
@@ -105,7 +105,7 @@ def test_grid_config_builds_on_the_climate_default_and_never_sees_targets(compos
     from hydra.utils import instantiate
 
     cfg = compose_train(["dataset=climate", "dataset.n_lat=6", "dataset.n_lon=12", "dataset.n_days=40", "dataset.normalization_path=null"])
-    assert cfg.model._target_ == "stlm.models.grid.GridForecaster" and cfg.model.patch == cfg.dataset.patch
+    assert cfg.model._target_ == "stlm.models.grid.GridForecaster" and cfg.model.patch == 4 and "patch" not in cfg.dataset
     dm = instantiate(cfg.dataset.datamodule)
     dm.setup()
     model = instantiate(cfg.model, _partial_=True)(spec=dm.spec)
@@ -176,8 +176,8 @@ def test_validation_fitted_weights_forecast_and_training_keeps_the_training_fit(
     from hydra.utils import instantiate
 
     cfg = compose_train(["dataset=climate", "dataset.n_lat=6", "dataset.n_lon=12", "dataset.n_days=40",
-                         "dataset.normalization_path=null", "dataset.anomaly_terms=[last,same_hour]",
-                         "dataset.anomaly_fit=val", "dataset.learn_anomaly=false"])
+                         "dataset.normalization_path=null", "model.anomaly_terms=[last,same_hour]",
+                         "model.anomaly_fit=val", "model.learn_anomaly=false"])
     dm = instantiate(cfg.dataset.datamodule)
     dm.setup()
     model = instantiate(cfg.model, _partial_=True)(spec=dm.spec)

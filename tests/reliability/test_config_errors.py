@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from reliability_helpers import env, train_cmd
 from stlm.config_check import ConfigError, check_config
-from tiny_runs import CONF_DIR, compose
+from tiny_runs import CONF_DIR, TINY_TRAFFIC, compose
 
 
 def _train_fails(tmp_path, *overrides: str) -> str:
@@ -66,3 +66,29 @@ def test_every_shipped_option_passes_the_check(overrides):
     if "path" in cfg.dataset.keys() and OmegaConf.is_missing(cfg.dataset, "path"):
         cfg.dataset.path = "data.file"
     check_config(cfg)
+
+
+def _user_error(tmp_path, *overrides: str, **more_env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(train_cmd(*overrides, f"paths.outputs_root={tmp_path / 'outputs'}", "logger=none"),
+                          cwd=tmp_path, env={**env(), **more_env}, capture_output=True, text=True, timeout=180)
+
+
+def test_corrupt_checkpoint_is_one_paragraph_without_a_traceback(tmp_path):
+    """The issue's case: ``ckpt_path=corrupt.ckpt`` was refused with a good message after a Python traceback."""
+    corrupt = tmp_path / "corrupt.ckpt"
+    corrupt.write_bytes(b"PK\x03\x04 this is not a checkpoint")
+    proc = _user_error(tmp_path, *TINY_TRAFFIC, f"ckpt_path={corrupt}")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr and "File \"" not in proc.stderr, proc.stderr[-3000:]
+    assert "CheckpointError" in proc.stderr and str(corrupt) in proc.stderr
+    assert "HYDRA_FULL_ERROR=1 for a complete stack trace" in proc.stderr
+    # For debugging the traceback is one switch away.
+    debug = _user_error(tmp_path, *TINY_TRAFFIC, f"ckpt_path={corrupt}", HYDRA_FULL_ERROR="1")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+def test_missing_data_file_is_one_paragraph_without_a_traceback(tmp_path):
+    proc = _user_error(tmp_path, "dataset=csv", f"dataset.path={tmp_path / 'nowhere.csv'}")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "nowhere.csv" in proc.stderr and "Fix dataset.path" in proc.stderr

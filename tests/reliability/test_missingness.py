@@ -82,7 +82,7 @@ def test_grid_cells_never_observed_in_training_are_reported_and_kept_masked(shar
     kept, masked in the inputs, and their climatology is finite."""
     import xarray as xr
 
-    from stlm.data.climate_datamodule import ClimateDataModule
+    from stlm.data.datamodule import SpatioTemporalDataModule
     from stlm.data.sources.climate import ClimateSource
 
     ds = xr.open_dataset(shared_data / "climate/era5_t2m_uk/era5_t2m_uk_2019_03.nc").isel(time=slice(0, 120)).load()
@@ -90,13 +90,12 @@ def test_grid_cells_never_observed_in_training_are_reported_and_kept_masked(shar
     ds["t2m"] = ds["t2m"].where(~block | (ds.time >= ds.time[100]))  # missing until step 100 (training: 0..83)
     path = tmp_path / "era5_gap.nc"
     ds.to_netcdf(path)
-    dm = ClimateDataModule(ClimateSource(str(path), ["t2m"]), window=6, horizon=3)
-    dm.setup()
-    with pytest.warns(UserWarning, match=rf"{int(block.sum())} of {block.size} cells of t2m have no observation in the training period"):
-        climatology = dm.climatology
-    assert np.isfinite(climatology).all()
+    dm = SpatioTemporalDataModule(ClimateSource(str(path), ["t2m"]), window=6, horizon=3)
+    with pytest.warns(UserWarning, match=rf"{int(block.sum())} of {block.size} cells have no observation in the training period"):
+        dm.setup()
+    assert np.isfinite(dm.climatology).all()
     batch = next(iter(dm.train_dataloader()))
-    lat = np.repeat(dm.grid.lat, len(dm.grid.lon))
-    lon = np.tile(dm.grid.lon, len(dm.grid.lat))
+    lat = np.repeat(dm.series.lat, len(dm.series.lon))
+    lon = np.tile(dm.series.lon, len(dm.series.lat))
     hidden = (lat > 57.0) & (lon < -8.0)
     assert batch["x_mask"][:, :, hidden].sum() == 0 and batch["x_mask"][:, :, ~hidden].sum() > 0

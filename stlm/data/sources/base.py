@@ -1,34 +1,70 @@
 """The data contract every source returns: a regular multivariate series on spatial tokens.
 
-A *source* reads one data set (a file, a store, a generator) and returns a :class:`SpatioTemporalSeries`.
-Everything downstream (windows, splits, scalers, the datamodule) only sees this object, so traffic and
-climate differ only in their source.
+A *source* reads one data set (a file, a store, a generator); its ``open()`` returns a :class:`Series`:
+
+    read(start, stop) -> [stop - start, N, C] float32 in original units, NaN = missing
+    timestamps (regular: a fixed step, or a whole number of calendar months), channels, units, name, origin
+    geometry: a sensor graph or a lat-lon grid (:mod:`stlm.data.sources.geometry`)
+
+Everything downstream (windows, splits, scalers, calendars, the datamodule, forecast and evaluation jobs, the
+streamer) only sees this interface, so traffic and climate differ only in their source. Two implementations:
+:class:`SpatioTemporalSeries` holds a sensor series in memory (values with 0 where missing, and a mask);
+:class:`~stlm.data.sources.climate_grid.ClimateGrid` reads a lat-lon archive lazily, block by block.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from stlm.data.sources.geometry import Geometry
 
 
 class DataValidationError(ValueError):
     """A data file or its configuration is unusable; the message names the file, the field and the fix."""
 
 
+def months_per_step(timestamps: pd.DatetimeIndex) -> int | None:
+    """k when the axis advances by k calendar months at every step (the same day of the month and time of day,
+    or the last day of every month); None otherwise (including fixed-length steps)."""
+    if len(timestamps) < 2:
+        return None
+    months = np.asarray(timestamps.year * 12 + timestamps.month, dtype=np.int64)
+    k = np.diff(months)
+    if k[0] < 1 or (k != k[0]).any():
+        return None
+    time_of_day = timestamps - timestamps.normalize()
+    if (time_of_day != time_of_day[0]).any():
+        return None
+    if (timestamps.day == timestamps.day[0]).all() or timestamps.is_month_end.all():
+        return int(k[0])
+    return None
+
+
+def time_step(timestamps: pd.DatetimeIndex) -> pd.Timedelta | pd.DateOffset:
+    """The step of a regular axis: a fixed ``Timedelta``, or ``DateOffset(months=k)`` for a monthly axis."""
+    k = months_per_step(timestamps)
+    if k is None:
+        return timestamps[1] - timestamps[0]
+    return pd.offsets.MonthEnd(k) if timestamps.is_month_end.all() else pd.DateOffset(months=k)
+
+
 def time_axis_fault(timestamps: pd.DatetimeIndex) -> tuple[str, int] | None:
-    """The first fault of a time axis that must increase strictly by a constant step: ``("repeats", i)``,
-    ``("backwards", i)`` or ``("irregular", i)`` between steps ``i`` and ``i + 1``; None when it is regular."""
+    """The first fault of a time axis that must increase strictly by a constant step (a fixed length, or a
+    whole number of calendar months: :func:`months_per_step`): ``("repeats", i)``, ``("backwards", i)`` or
+    ``("irregular", i)`` between steps ``i`` and ``i + 1``; None when it is regular."""
     if len(timestamps) < 2:
         return None
     steps = np.diff(timestamps.asi8)
     if (steps <= 0).any():
         i = int(np.argmax(steps <= 0))
         return ("repeats" if steps[i] == 0 else "backwards"), i
-    if (steps != steps[0]).any():
+    if (steps != steps[0]).any() and months_per_step(timestamps) is None:
         return "irregular", int(np.argmax(steps != steps[0]))
     return None
 
@@ -81,6 +117,32 @@ class SpatioTemporalSeries:
     @property
     def freq(self) -> pd.Timedelta:
         return self.timestamps[1] - self.timestamps[0]
+
+    @property
+    def geometry(self) -> "Geometry":
+        from stlm.data.sources.geometry import Geometry
+
+        return Geometry.graph(self.node_ids, self.node_coords, self.adjacency)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Steps ``start .. stop-1``: [stop - start, N, C] float32, NaN where missing (the :class:`Series` view)."""
+        return np.where(self.mask[start:stop], self.values[start:stop], np.float32(np.nan))
+
+    def select_nodes(self, keep: np.ndarray) -> "SpatioTemporalSeries":
+        """The series of nodes ``keep`` (sorted indices) only, graph and coordinates cut alike."""
+        geometry = self.geometry.select(keep, self.origin or self.name)
+        return SpatioTemporalSeries(
+            values=np.ascontiguousarray(self.values[:, keep]),
+            mask=np.ascontiguousarray(self.mask[:, keep]),
+            timestamps=self.timestamps,
+            node_ids=list(geometry.node_ids),
+            channels=self.channels,
+            units=self.units,
+            adjacency=geometry.adjacency,
+            node_coords=geometry.node_coords,
+            name=self.name,
+            origin=self.origin,
+        )
 
     def validate(self) -> None:
         """Check the contract; raise :class:`DataValidationError` naming ``origin`` and the broken field."""
@@ -135,7 +197,45 @@ class SpatioTemporalSeries:
         return h.hexdigest()[:16]
 
 
-class Source(Protocol):
-    """Anything with ``load() -> SpatioTemporalSeries`` (file readers, generators)."""
+class Series(Protocol):
+    """What every consumer reads (module docstring): a regular series of T steps on N tokens with C channels."""
 
-    def load(self) -> SpatioTemporalSeries: ...
+    timestamps: pd.DatetimeIndex
+    channels: list[str]
+    units: list[str]
+    name: str
+    origin: str
+
+    @property
+    def n_steps(self) -> int: ...
+
+    @property
+    def n_nodes(self) -> int: ...
+
+    @property
+    def n_channels(self) -> int: ...
+
+    @property
+    def freq(self) -> pd.Timedelta: ...
+
+    @property
+    def geometry(self) -> "Geometry": ...
+
+    def read(self, start: int, stop: int) -> np.ndarray: ...
+
+    def select_nodes(self, keep: np.ndarray) -> "Series": ...
+
+    def fingerprint(self) -> str: ...
+
+
+class Source(Protocol):
+    """Anything with ``open() -> Series`` (file readers, generators, lazy archives)."""
+
+    def open(self) -> Series: ...
+
+
+class InMemorySource:
+    """Mixin of the sensor readers: ``open()`` is ``load()``, which reads the whole series into memory."""
+
+    def open(self) -> SpatioTemporalSeries:
+        return self.load()

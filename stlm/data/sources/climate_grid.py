@@ -1,7 +1,8 @@
-"""A lat-lon grid read lazily from an xarray Dataset: the climate counterpart of ``SpatioTemporalSeries``.
+"""A lat-lon grid read lazily from an xarray Dataset: the lazy implementation of the :class:`~stlm.data.sources.base.Series` contract.
 
 Nothing here loads the archive: every channel stays a lazy ``xr.DataArray`` (a backend array read on indexing,
-or a dask array) in a canonical layout, and :meth:`ClimateGrid.read` reads one time block on demand.
+or a dask array) in a canonical layout, and :meth:`ClimateGrid.read` reads one time block on demand, as
+``[steps, N = H * W, C]`` with cells flattened latitude-major (:mod:`stlm.data.sources.geometry`).
 
 Canonical layout (whatever the file uses):
 
@@ -21,6 +22,7 @@ import pandas as pd
 import xarray as xr
 
 from stlm.data.sources.base import DataValidationError, time_axis_fault
+from stlm.data.sources.geometry import Geometry
 
 LAT_NAMES = ("lat", "latitude")
 LON_NAMES = ("lon", "longitude")
@@ -56,16 +58,41 @@ class ClimateGrid:
         return len(self.timestamps), len(self.lat), len(self.lon), len(self.channels)
 
     @property
+    def n_steps(self) -> int:
+        return len(self.timestamps)
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.lat) * len(self.lon)
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+    @property
     def freq(self) -> pd.Timedelta:
         return self.timestamps[1] - self.timestamps[0]
 
+    @property
+    def geometry(self) -> Geometry:
+        return Geometry.lat_lon(self.lat, self.lon, self.land_sea_mask)
+
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Steps ``start .. stop-1`` of every channel: [stop - start, H, W, C] float32, NaN where missing.
+        """Steps ``start .. stop-1`` of every channel: [stop - start, H * W, C] float32, NaN where missing.
 
         Reads only that time block from the files (one backend read or one small dask graph per channel).
         """
         blocks = [np.asarray(a.isel(time=slice(start, stop)).values, dtype=np.float32) for a in self.arrays]
-        return np.stack(blocks, axis=-1)
+        block = np.stack(blocks, axis=-1)
+        return block.reshape(block.shape[0], -1, block.shape[-1])
+
+    def read_grid(self, start: int, stop: int) -> np.ndarray:
+        """:meth:`read` in the map layout: [stop - start, H, W, C]."""
+        return self.read(start, stop).reshape(stop - start, len(self.lat), len(self.lon), len(self.channels))
+
+    def select_nodes(self, keep: np.ndarray) -> "ClimateGrid":
+        self.geometry.select(keep, self.origin)  # raises: a grid keeps all its cells
+        return self
 
     def fingerprint(self) -> str:
         """A short hash of the grid, the time axis, the channels and the first and last steps' values.

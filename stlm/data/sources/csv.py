@@ -34,10 +34,10 @@ from stlm.data.sources._files import (
     to_ns,
 )
 from stlm.data.sources.adjacency import graph_for_series
-from stlm.data.sources.base import DataValidationError, SpatioTemporalSeries
+from stlm.data.sources.base import DataValidationError, InMemorySource, SpatioTemporalSeries
 
 
-class CsvTrafficSource:
+class CsvTrafficSource(InMemorySource):
     """Reader for a wide CSV.
 
     Args:

@@ -32,10 +32,10 @@ from stlm.data.sources._files import (
     to_ns,
 )
 from stlm.data.sources.adjacency import graph_for_series
-from stlm.data.sources.base import DataValidationError, SpatioTemporalSeries
+from stlm.data.sources.base import DataValidationError, InMemorySource, SpatioTemporalSeries
 
 
-class H5TrafficSource:
+class H5TrafficSource(InMemorySource):
     """Reader for a METR-LA-layout ``.h5`` file.
 
     Args:

@@ -36,12 +36,12 @@ from stlm.data.sources._files import (
     sniff_format,
 )
 from stlm.data.sources.adjacency import adjacency_format, graph_for_series, load_adjacency
-from stlm.data.sources.base import DataValidationError, SpatioTemporalSeries
+from stlm.data.sources.base import DataValidationError, InMemorySource, SpatioTemporalSeries
 
 log = logging.getLogger(__name__)
 
 
-class NpzTrafficSource:
+class NpzTrafficSource(InMemorySource):
     """Reader for a PEMS-layout ``.npz`` file.
 
     Args:

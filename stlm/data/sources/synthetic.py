@@ -23,10 +23,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from stlm.data.sources.base import SpatioTemporalSeries
+from stlm.data.sources.base import InMemorySource, SpatioTemporalSeries
 
 
-class SyntheticTrafficSource:
+class SyntheticTrafficSource(InMemorySource):
     """Seeded synthetic traffic speeds on a generated road graph (the ``dataset=traffic`` default)."""
 
     def __init__(
