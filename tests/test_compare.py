@@ -11,8 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from stlm.compare import compare
-from stlm.compare_render import to_markdown, to_text
-from stlm.compare_table import group_runs, varying_params
+from stlm.compare.render import to_markdown, to_text
+from stlm.compare.table import group_runs, varying_params
 from tiny_runs import compare_cfg, train_tiny
 
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -73,7 +73,7 @@ def test_train_compare_and_registry_through_a_server(mlflow_server, tmp_path):
 
 
 def test_a_stopped_server_is_reported_with_the_fix(tmp_path):
-    from stlm.tracking import ensure_store
+    from stlm.tracking.store import ensure_store
 
     with pytest.raises(RuntimeError, match="is not reachable .* Start the server"):
         ensure_store(f"http://127.0.0.1:{_free_port()}")

@@ -9,7 +9,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from stlm.compare import compare
-from stlm.registry import resolve_checkpoint_from_uri
+from stlm.tracking.registry import resolve_checkpoint_from_uri
 from tiny_runs import compare_cfg, train_compare_promote
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from stlm.sweeps import SweepCallback, find_finished_run, should_skip, sweep_id_for
-from stlm.tracking import COMPLETE_TAG, ensure_experiment
+from stlm.tracking.sweeps import SweepCallback, find_finished_run, should_skip, sweep_id_for
+from stlm.tracking.store import COMPLETE_TAG, ensure_experiment
 from tiny_runs import CONF_DIR, TINY_ANY_MODEL, multirun_train
 
 

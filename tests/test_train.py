@@ -16,7 +16,7 @@ import pytest
 
 from stlm.data.sources import DataValidationError, load_adjacency
 from stlm.data.sources.synthetic import SyntheticTrafficSource
-from stlm.runs import RunRecord
+from stlm.train.runs import RunRecord
 from stlm.train import run
 
 

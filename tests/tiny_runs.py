@@ -74,7 +74,7 @@ def train_compare_promote(root: Path, uri: str, name: str = "tiny_linear") -> di
     baseline, a comparison that promotes the best trained run to ``@champion``, and the checkpoint read back
     through the registry. Returns what the callers assert on."""
     from stlm.compare import compare
-    from stlm.registry import resolve_checkpoint_from_uri
+    from stlm.tracking.registry import resolve_checkpoint_from_uri
 
     trained = [train_tiny(root, uri, f"linear{s}", "linear", f"seed={s}", f"register={name}", "~baselines")
                for s in (0, 1)]

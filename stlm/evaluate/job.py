@@ -16,7 +16,7 @@ from stlm.evaluate.scoring import score
 from stlm.evaluate.truth import build_truth
 from stlm.io.atomic import atomic_write_text
 from stlm.metrics.horizon import summary_columns
-from stlm.reporting import metrics_table
+from stlm.metrics.tables import metrics_table
 
 log = logging.getLogger("stlm.evaluate")
 
@@ -64,7 +64,7 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
 def _log_run(cfg, forecasts, path: Path, metrics: dict[str, float], out_dir: Path, plots) -> str:
     from mlflow.tracking import MlflowClient
 
-    from stlm.tracking import ensure_experiment, ensure_store, resolve_tracking_uri
+    from stlm.tracking.store import ensure_experiment, ensure_store, resolve_tracking_uri
 
     uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
     ensure_store(uri)

@@ -17,7 +17,7 @@ import xarray as xr
 
 from stlm.evaluate.truth import Truth
 from stlm.metrics.horizon import lead_name
-from stlm.plots import _pyplot, save_figure
+from stlm.io.figures import pyplot, save_figure
 
 _KEY = re.compile(r"^(?P<metric>[a-z]+)_(?:h(?P<h>\d+)|lead(?P<lead>.+))$")
 
@@ -33,7 +33,7 @@ def per_horizon(metrics: dict[str, float]) -> dict[str, list[tuple[str, float]]]
 
 
 def plot_error_by_horizon(metrics: dict[str, float], path: Path) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     groups = per_horizon(metrics)
     fig, axes = plt.subplots(1, len(groups), figsize=(4 * len(groups), 3.2), squeeze=False)
     for ax, (name, points) in zip(axes[0], groups.items()):
@@ -48,7 +48,7 @@ def plot_error_by_horizon(metrics: dict[str, float], path: Path) -> Path:
 def plot_sensor_fan(forecasts: xr.Dataset, truth: Truth, sensors: Sequence[str] | None, path: Path,
                     max_init_times: int = 48) -> Path:
     """Observations and forecast trajectories of the first ``max_init_times`` init times, every third one."""
-    plt = _pyplot()
+    plt = pyplot()
     channel = truth.channels[0]
     ids = [str(s) for s in (forecasts.sensor_id.values if "sensor_id" in forecasts.coords else range(forecasts.sizes["node"]))]
     chosen = [str(s) for s in sensors] if sensors else ids[:3]
@@ -76,7 +76,7 @@ def plot_sensor_fan(forecasts: xr.Dataset, truth: Truth, sensors: Sequence[str] 
 
 def plot_grid_maps(forecasts: xr.Dataset, truth: Truth, leads: Sequence[int] | None, path: Path) -> Path:
     """Forecast, truth and error of the first variable at the first init time, one row per lead (1-based)."""
-    plt = _pyplot()
+    plt = pyplot()
     channel = truth.channels[0]
     H = forecasts.sizes["lead_time"]
     leads = [h for h in (leads or sorted({1, max(1, H // 2), H})) if 1 <= h <= H]

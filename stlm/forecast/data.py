@@ -13,7 +13,7 @@ import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from stlm.checkpoints import TrainedModel
+from stlm.engines.checkpoints import TrainedModel
 from stlm.data.scalers import save_normalization
 from stlm.data.sources.geometry import Geometry
 from stlm.forecast.windows import InitTimes

@@ -34,7 +34,7 @@ from stlm.forecast.layout import CONVENTIONS, WB2_NAMES, coordinates, forecast_d
 from stlm.forecast.restore import checkpoint_path, dataset_config, load_model
 from stlm.forecast.store import JOB_ATTR, ForecastStore, StoreConflictError, lazy_template, publish_netcdf
 from stlm.forecast.windows import select_init_times
-from stlm.tracking import git_sha
+from stlm.tracking.store import git_sha
 
 log = logging.getLogger("stlm.forecast")
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from stlm.checkpoints import CheckpointError, TrainedModel, load_trained_model
-from stlm.runs import RECORD_NAME
+from stlm.engines.checkpoints import CheckpointError, TrainedModel, load_trained_model
+from stlm.train.runs import RECORD_NAME
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def checkpoint_path(cfg: DictConfig, download_dir: Path) -> tuple[Path, str | No
     if key == "checkpoint":
         path = Path(str(value)).expanduser().resolve()
         return path, _run_id_beside(path)
-    from stlm.registry import resolve_checkpoint_from_uri
+    from stlm.tracking.registry import resolve_checkpoint_from_uri
 
     download_dir.mkdir(parents=True, exist_ok=True)
     path = resolve_checkpoint_from_uri(str(value), cfg.get("tracking_uri"), dst_dir=download_dir)
@@ -74,10 +74,10 @@ def _run_id_beside(ckpt: Path) -> str | None:
 
 
 def _run_id_of_uri(uri: str, tracking_uri: str | None) -> str | None:
-    from stlm.registry import _client, _model_version
+    from stlm.tracking.registry import mlflow_client, model_version_of
 
     if uri.startswith("models:/"):
-        return _model_version(_client(tracking_uri), uri).run_id
+        return model_version_of(mlflow_client(tracking_uri), uri).run_id
     if uri.startswith("runs:/"):
         return uri[len("runs:/"):].split("/", 1)[0]
     return uri

@@ -138,13 +138,12 @@ class STLMForecaster(nn.Module):
             new_states.append(state)
         return h, new_states
 
-    def fit_from_data(self, datamodule) -> None:
-        """Fit the seasonal prior on the training period, then load ``init_weights`` if given."""
-        self.prior.fit_from_data(datamodule)
-        if self.init_weights:
-            from stlm.checkpoints import load_weights_into  # here: checkpoints imports hydra, models must not need it
+    # Parameters fitted on this run's data: kept when ``init_weights`` are loaded (stlm.train.job.build_engine).
+    fitted_prefixes = ("prior.",)
 
-            load_weights_into(self, self.init_weights, skip_prefixes=("prior.",))
+    def fit_from_data(self, datamodule) -> None:
+        """Fit the seasonal prior on the training period (``init_weights`` are loaded after it, by the caller)."""
+        self.prior.fit_from_data(datamodule)
 
     # ----- recurrent mode -------------------------------------------------------------------------------------
 

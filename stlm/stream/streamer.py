@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from stlm.checkpoints import TrainedModel, load_trained_model
+from stlm.engines.checkpoints import TrainedModel, load_trained_model
 from stlm.data.calendar import calendar_index, steps_per_day
 from stlm.stream.state_file import load_state, save_state
 

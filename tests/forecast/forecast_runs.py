@@ -16,7 +16,7 @@ MODEL_NAME = "tiny_traffic"
 
 def train_registered(root: Path) -> dict:
     """A seconds-long training of the embedded default, registered as ``models:/tiny_traffic@champion``."""
-    from stlm.registry import set_alias
+    from stlm.tracking.registry import set_alias
 
     uri = f"sqlite:///{root / 'mlflow.db'}"
     result = train_tiny(root, uri, "run", "stlm", f"register={MODEL_NAME}")

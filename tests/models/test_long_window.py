@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from stlm.checkpoints import CheckpointError
+from stlm.engines.checkpoints import CheckpointError
 from stlm.data.spec import DataSpec
 from stlm.data.splits import ChronologicalSplit
 from stlm.models.forecaster import STLMForecaster
@@ -35,7 +35,7 @@ def test_a_long_window_model_starts_from_a_short_window_checkpoint(tmp_path):
     short.prior.average.profile.normal_()
     ckpt = save_checkpoint(short, tmp_path / "short.ckpt")
     long = make(window=300, head_steps=12, init_weights=str(ckpt), seed=2)
-    from stlm.checkpoints import load_weights_into
+    from stlm.engines.checkpoints import load_weights_into
 
     copied = load_weights_into(long, ckpt, skip_prefixes=("prior.",))
     assert "head.proj.weight" in copied and not any(k.startswith("prior.") for k in copied)
@@ -49,7 +49,7 @@ def test_a_long_window_model_starts_from_a_short_window_checkpoint(tmp_path):
 def test_a_checkpoint_of_another_shape_is_refused_by_name(tmp_path):
     ckpt = save_checkpoint(make(window=12), tmp_path / "short.ckpt")
     with pytest.raises(CheckpointError, match="head.proj.weight"):
-        from stlm.checkpoints import load_weights_into
+        from stlm.engines.checkpoints import load_weights_into
 
         load_weights_into(make(window=300), ckpt)  # flatten head over 300 steps: another shape
 

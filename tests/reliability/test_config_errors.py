@@ -1,5 +1,5 @@
 """Configuration errors: ``python -m stlm.train`` prints a message naming the key (Hydra's own, or
-stlm.config_check's in the same compact form), exits non-zero, and shows no traceback from inside the model."""
+stlm.train.config_check's in the same compact form), exits non-zero, and shows no traceback from inside the model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from reliability_helpers import env, train_cmd
-from stlm.config_check import ConfigError, check_config
+from stlm.train.config_check import ConfigError, check_config
 from tiny_runs import CONF_DIR, TINY_TRAFFIC, compose
 
 

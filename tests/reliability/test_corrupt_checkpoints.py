@@ -13,8 +13,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from reliability_helpers import tiny
-from stlm.checkpoints import CheckpointError
-from stlm.runs import RunRecord
+from stlm.engines.checkpoints import CheckpointError
+from stlm.train.runs import RunRecord
 from stlm.train import run
 from tiny_runs import compose
 

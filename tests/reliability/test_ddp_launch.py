@@ -12,8 +12,8 @@ import sys
 from mlflow.tracking import MlflowClient
 
 from reliability_helpers import env, train_cmd
-from stlm.config_check import check_config
-from stlm.runs import RunRecord
+from stlm.train.config_check import check_config
+from stlm.train.runs import RunRecord
 from tiny_runs import CONF_DIR, TINY_TRAFFIC, compose
 
 RANK_LINE = re.compile(r"rank (\d) of 2 test metrics: (\{.*\})")

@@ -1,6 +1,6 @@
 """``kill -9`` during training, then the same command with ``ckpt_path=last``: the run resumes from the last
 epoch's checkpoint, in the same MLflow run (params not logged again), and ends with exactly the metrics of a run
-that was never interrupted (same seed, CPU; RNG states travel in the checkpoint: stlm/rng_state.py)."""
+that was never interrupted (same seed, CPU; RNG states travel in the checkpoint: stlm/train/rng_state.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from reliability_helpers import env, fault_cmd, tiny, wait_for
-from stlm.runs import RunRecord
+from stlm.train.runs import RunRecord
 from stlm.train import run
 from tiny_runs import compose
 

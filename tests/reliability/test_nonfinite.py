@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from reliability_helpers import env, tiny, train_cmd
 from stlm.engines.forecasting import NonFiniteLossError
-from stlm.runs import RunRecord
+from stlm.train.runs import RunRecord
 from stlm.train import run
 from tiny_runs import compose
 

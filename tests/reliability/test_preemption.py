@@ -14,8 +14,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from reliability_helpers import env, fault_cmd, tiny, wait_for
-from stlm.preemption import Preempted, sigterm_outside_lightning
-from stlm.runs import RunRecord
+from stlm.train.preemption import Preempted, sigterm_outside_lightning
+from stlm.train.runs import RunRecord
 from stlm.train import run
 from tiny_runs import compose
 

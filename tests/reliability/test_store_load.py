@@ -1,6 +1,6 @@
 """Load: four trainings started at the same moment on one fresh SQLite MLflow store (the default kind) all
 finish, and all four runs are recorded with their metrics. Nobody initialised the store beforehand: the first
-process creates it under a file lock while the others wait (stlm/tracking.py)."""
+process creates it under a file lock while the others wait (stlm/tracking/store.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import subprocess
 from mlflow.tracking import MlflowClient
 
 from reliability_helpers import env, tiny, train_cmd
-from stlm.runs import RunRecord
+from stlm.train.runs import RunRecord
 
 N_JOBS = 4
 

@@ -1,6 +1,6 @@
 """MLflow unreachable: the run fails before any data is read, within seconds, with the store and the fix named.
 
-The choice (stlm/tracking.py): training never starts without its tracking store, so no result exists only in a
+The choice (stlm/tracking/store.py): training never starts without its tracking store, so no result exists only in a
 log file; ``logger=none`` trains without tracking. The unit check of a refused server is
 tests/test_mlflow_server.py::test_a_stopped_server_is_reported_with_the_fix.
 """

@@ -22,7 +22,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from tiny_runs import CONF_DIR, TINY_TRAFFIC
-from stlm.checkpoints import CheckpointError, load_trained_model
+from stlm.engines.checkpoints import CheckpointError, load_trained_model
 from stlm.stream import Streamer
 from stlm.stream.replay import read_forecasts
 
@@ -97,7 +97,7 @@ def test_state_of_another_model_is_refused(trained, tmp_path):
     other = load_trained_model(trained.path)
     with torch.no_grad():
         other.model.embed.node.add_(0.01)
-    from stlm.checkpoints import model_fingerprint
+    from stlm.engines.checkpoints import model_fingerprint
 
     other.fingerprint = model_fingerprint(other.model, other.spec)
     with pytest.raises(ValueError, match="was written by model .* not by this model"):

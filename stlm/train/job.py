@@ -4,8 +4,8 @@ Builds the datamodule, the model (sizes from the data), the engine and the train
 trains with best/last checkpoints, tests the best checkpoint, evaluates reference baselines on the same test
 split, logs everything to MLflow and prints where the results went. ``ckpt_path=last`` resumes the latest run
 of the same configuration (same checkpoint directory, same MLflow run). In a sweep (``-m``) every run is tagged
-with the sweep id, and configurations that already finished in the experiment are skipped (``stlm.sweeps``);
-``register=NAME`` registers the best checkpoint in the MLflow model registry (``stlm.registry``).
+with the sweep id, and configurations that already finished in the experiment are skipped (``stlm.tracking.sweeps``);
+``register=NAME`` registers the best checkpoint in the MLflow model registry (``stlm.tracking.registry``).
 """
 
 from __future__ import annotations
@@ -17,21 +17,19 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import hydra
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import stlm
-from stlm.checkpoints import spec_arrays
-from stlm.config_check import check_config, check_launch
-from stlm.errors import reported_as_user_error
+from stlm.engines.checkpoints import load_weights_into, spec_arrays
+from stlm.train.config_check import check_config, check_launch
 from stlm.io.atomic import atomic_write_text
 from stlm.metrics.horizon import summary_columns
-from stlm.reporting import metrics_table
-from stlm.runs import RunRecord, resolve_checkpoint
-from stlm.sweeps import find_finished_run, should_skip
-from stlm.tracking import (
+from stlm.metrics.tables import metrics_table
+from stlm.train.runs import RunRecord, resolve_checkpoint
+from stlm.tracking.sweeps import find_finished_run, should_skip
+from stlm.tracking.store import (
     COMPLETE_TAG, config_hash, ensure_store, flatten_config, git_sha, reproducibility_tags, resolve_tracking_uri,
     tracking_uri_of,
 )
@@ -88,6 +86,8 @@ def build_engine(model_cfg: DictConfig, engine_cfg: DictConfig, datamodule):
     model = instantiate(model_cfg, _partial_=True)(spec=datamodule.spec)
     if hasattr(model, "fit_from_data"):
         model.fit_from_data(datamodule)
+    if getattr(model, "init_weights", None):  # fine-tuning: the checkpoint's network, this data's fitted parts
+        load_weights_into(model, model.init_weights, skip_prefixes=getattr(model, "fitted_prefixes", ()))
     # The data's metrics (token weights, key style) and loss weights: SpatioTemporalDataModule.engine_options.
     options = datamodule.engine_options()
     return instantiate(engine_cfg, _partial_=True)(model=model, scaler=datamodule.scaler, horizon=datamodule.spec.horizon, **options)
@@ -113,13 +113,13 @@ def evaluate_baselines(cfg: DictConfig, datamodule) -> dict[str, dict[str, float
 def run(cfg: DictConfig, extra_callbacks: Sequence = ()) -> dict[str, Any]:
     """Train and test as configured; returns run id, checkpoint paths and test metrics.
 
-    The configuration is checked first (:mod:`stlm.config_check`: a bad value is named before any data is read)
-    and the tracking store is reached before any compute (:func:`stlm.tracking.ensure_store`). A SIGTERM ends
-    the run with :class:`stlm.preemption.Preempted` (exit code 143) after saving ``last.ckpt`` and marking the
+    The configuration is checked first (:mod:`stlm.train.config_check`: a bad value is named before any data is read)
+    and the tracking store is reached before any compute (:func:`stlm.tracking.store.ensure_store`). A SIGTERM ends
+    the run with :class:`stlm.train.preemption.Preempted` (exit code 143) after saving ``last.ckpt`` and marking the
     MLflow run ``KILLED``. ``extra_callbacks`` are added to the configured Lightning callbacks (tests use them to
     interrupt a run); they are not part of the configuration and do not change its hash.
     """
-    from stlm.preemption import sigterm_outside_lightning
+    from stlm.train.preemption import sigterm_outside_lightning
 
     check_config(cfg)
     check_launch(cfg, _in_multirun(), int(os.environ.get("WORLD_SIZE", "1")))
@@ -131,9 +131,9 @@ def _run(cfg: DictConfig, extra_callbacks: Sequence) -> dict[str, Any]:
     import pytorch_lightning as pl
     from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-    from stlm.preemption import SaveOnPreemption, is_preemption
-    from stlm.rng_state import RngStateCheckpoint
-    from stlm.throughput import Throughput
+    from stlm.train.preemption import SaveOnPreemption, is_preemption
+    from stlm.train.rng_state import RngStateCheckpoint
+    from stlm.train.throughput import Throughput
 
     is_rank_zero = rank_zero_only.rank == 0  # DDP re-runs this function in every rank
     if is_rank_zero and (uri := tracking_uri_of(cfg)) is not None:
@@ -212,7 +212,7 @@ def _run(cfg: DictConfig, extra_callbacks: Sequence) -> dict[str, Any]:
 
 def _preempted(logger, record: RunRecord, saved: Path | None, is_rank_zero: bool):
     """Mark the MLflow run KILLED and build the exit (code 143) that reports what was saved and how to resume."""
-    from stlm.preemption import Preempted
+    from stlm.train.preemption import Preempted
 
     where = f"saved {saved}" if saved else f"stopped outside training (checkpoints in {record.checkpoint_dir} kept)"
     status = ""
@@ -233,7 +233,7 @@ def _fit_and_report(cfg, trainer, engine, datamodule, logger, record: RunRecord,
                     throughput):
     """Fit (or only evaluate a fitted model), test the best checkpoint, score the baselines, log, report."""
     if engine.has_trainable_parameters:
-        # weights_only: reading a checkpoint never runs code from it (stlm.runs checked it already)
+        # weights_only: reading a checkpoint never runs code from it (stlm.train.runs checked it already)
         trainer.fit(engine, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         test = _test_metrics(trainer.test(engine, datamodule=datamodule, ckpt_path="best", verbose=False, weights_only=True))
     else:  # fitted baselines: nothing to train, evaluate directly
@@ -281,20 +281,10 @@ def _fit_and_report(cfg, trainer, engine, datamodule, logger, record: RunRecord,
 
 
 def _register(name: str, run_id: str, tracking_uri: str, has_checkpoint: bool) -> None:
-    from stlm.registry import register_checkpoint
+    from stlm.tracking.registry import register_checkpoint
 
     if not has_checkpoint:
         log.warning("register=%s: this model was fitted, not trained, and wrote no checkpoint; nothing registered", name)
         return
     version = register_checkpoint(name, run_id, tracking_uri)
     print(f"registered    : models:/{name}/{version.version} (run {run_id})")
-
-
-@hydra.main(config_path="../conf", config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    with reported_as_user_error():
-        run(cfg)
-
-
-if __name__ == "__main__":
-    main()

@@ -22,9 +22,9 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from stlm.tracking import COMPLETE_TAG, ensure_store, tracking_uri_of
+from stlm.tracking.store import COMPLETE_TAG, ensure_store, tracking_uri_of
 
-log = logging.getLogger("stlm.sweeps")
+log = logging.getLogger("stlm.tracking.sweeps")
 
 SWEEP_ENV = "STLM_SWEEP_ID"
 # Overrides that do not change what a sweep computes (where it writes, how it resumes or skips).

@@ -13,15 +13,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from stlm.compare_query import as_list, build_filter, select_runs
-from stlm.compare_render import to_csv, to_markdown, to_text
-from stlm.compare_table import Comparison, group_runs
-from stlm.errors import reported_as_user_error
+from stlm.compare.query import as_list, build_filter, select_runs
+from stlm.compare.render import to_csv, to_markdown, to_text
+from stlm.compare.table import Comparison, group_runs
 from stlm.io.atomic import atomic_write_text
-from stlm.tracking import ensure_experiment, resolve_tracking_uri
+from stlm.tracking.store import ensure_experiment, resolve_tracking_uri
 
 log = logging.getLogger("stlm.compare")
 COMPARISON_EXPERIMENT = "comparisons"  # where a comparison spanning several experiments is logged
@@ -38,7 +36,7 @@ def _client(tracking_uri: str):
 
 def write_outputs(client, comp: Comparison, cfg: DictConfig, out: Path) -> list[Path]:
     """The table as Markdown and CSV, and the plots, in ``out``; returns the files written."""
-    from stlm.plots import plot_horizons, plot_learning_curves
+    from stlm.compare.plots import plot_horizons, plot_learning_curves
 
     metrics, horizons = list(cfg.metrics), (list(cfg.horizons) if cfg.horizons is not None else None)
     files = [atomic_write_text(out / "comparison.md", to_markdown(comp, metrics, horizons)),
@@ -82,7 +80,7 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
         result["comparison_run_id"] = log_comparison(client, uri, comp, frame, query, files)
         print(f"MLflow run    : {result['comparison_run_id']} (tag stlm.kind=comparison, {uri})")
     if cfg.promote:
-        from stlm.registry import promote_run
+        from stlm.tracking.registry import promote_run
 
         best = comp.rows.iloc[0]
         version = promote_run(str(best["best_run_id"]), str(cfg.promote), cfg.register, client=client,
@@ -91,13 +89,3 @@ def compare(cfg: DictConfig) -> dict[str, Any]:
         print(f"promoted      : models:/{version.name}@{cfg.promote} -> version {version.version} "
               f"({best['label']}, run {best['best_run_id']})")
     return result
-
-
-@hydra.main(config_path="../conf", config_name="compare", version_base="1.3")
-def main(cfg: DictConfig) -> None:
-    with reported_as_user_error():
-        compare(cfg)
-
-
-if __name__ == "__main__":
-    main()

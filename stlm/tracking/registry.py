@@ -20,10 +20,10 @@ CHECKPOINT_TAG = "checkpoint_artifact"
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def _client(tracking_uri: str | None):
+def mlflow_client(tracking_uri: str | None):
     from mlflow.tracking import MlflowClient
 
-    from stlm.tracking import resolve_tracking_uri
+    from stlm.tracking.store import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -42,7 +42,7 @@ def register_checkpoint(name: str, run_id: str, tracking_uri: str | None = None,
     """Register the checkpoint of ``run_id`` as a new version of model ``name`` (created if missing)."""
     from mlflow.exceptions import MlflowException
 
-    client = client or _client(tracking_uri)
+    client = client or mlflow_client(tracking_uri)
     artifact = checkpoint_artifact(client, run_id)
     if artifact is None:
         raise ValueError(
@@ -50,7 +50,7 @@ def register_checkpoint(name: str, run_id: str, tracking_uri: str | None = None,
             "never trained and writes none); register a run of a trained model"
         )
     try:
-        client.create_registered_model(name, description="stlm forecaster checkpoints (see stlm.registry)")
+        client.create_registered_model(name, description="stlm forecaster checkpoints (see stlm.tracking.registry)")
     except MlflowException as err:
         if "RESOURCE_ALREADY_EXISTS" not in str(err.error_code):
             raise
@@ -61,18 +61,18 @@ def register_checkpoint(name: str, run_id: str, tracking_uri: str | None = None,
 
 def versions_of_run(run_id: str, name: str | None = None, tracking_uri: str | None = None, client=None) -> list:
     """Registered versions whose source is ``run_id`` (of model ``name`` only, when given)."""
-    client = client or _client(tracking_uri)
+    client = client or mlflow_client(tracking_uri)
     query = f"run_id = '{run_id}'" + (f" and name = '{name}'" if name else "")
     return list(client.search_model_versions(query))
 
 
 def set_alias(name: str, alias: str, version: str | int, tracking_uri: str | None = None, client=None) -> None:
     """Point ``models:/name@alias`` at ``version`` (moving it from any earlier version)."""
-    client = client or _client(tracking_uri)
+    client = client or mlflow_client(tracking_uri)
     client.set_registered_model_alias(name, alias, str(version))
 
 
-def _model_version(client, uri: str):
+def model_version_of(client, uri: str):
     body = uri[len("models:/"):]
     if "@" in body:
         name, alias = body.split("@", 1)
@@ -93,12 +93,12 @@ def resolve_checkpoint_from_uri(uri: str, tracking_uri: str | None = None, dst_d
     run id, downloaded from the run's artifacts (into ``dst_dir``, else a temporary directory)."""
     import mlflow
 
-    from stlm.tracking import resolve_tracking_uri
+    from stlm.tracking.store import resolve_tracking_uri
 
     tracking_uri = resolve_tracking_uri(tracking_uri)
-    client = _client(tracking_uri)
+    client = mlflow_client(tracking_uri)
     if uri.startswith("models:/"):
-        version = _model_version(client, uri)
+        version = model_version_of(client, uri)
         run_id, artifact = version.run_id, version.tags.get(CHECKPOINT_TAG)
     elif uri.startswith("runs:/"):
         run_id, _, artifact = uri[len("runs:/"):].partition("/")
@@ -127,7 +127,7 @@ def promote_run(run_id: str, alias: str, name: str | None = None, tracking_uri: 
     a version (``stlm.train register=NAME``). ``label`` names the run's configuration in error messages.
     """
     what = f"the best run {run_id}" + (f" ({label})" if label else "")
-    client = client or _client(tracking_uri)
+    client = client or mlflow_client(tracking_uri)
     versions = versions_of_run(run_id, name, client=client)
     if not versions:
         if name is None:

@@ -14,25 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from stlm.compare_table import Comparison
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Lay out, write as PNG and close ``fig`` (closing frees it: pyplot keeps every open figure alive)."""
-    plt = _pyplot()
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return Path(path)
+from stlm.compare.table import Comparison
+from stlm.io.figures import pyplot, save_figure
 
 
 def plot_horizons(comp: Comparison, metric: str, path: str | Path) -> Path | None:
@@ -41,7 +24,7 @@ def plot_horizons(comp: Comparison, metric: str, path: str | Path) -> Path | Non
     steps = sorted(int(m.group(1)) for k in comp.metrics if (m := pattern.match(k)))
     if not steps:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for _, row in comp.rows.iterrows():
         mean = np.array([row[f"test/{metric}_h{h} mean"] for h in steps], dtype=float)
@@ -73,7 +56,7 @@ def plot_learning_curves(client, comp: Comparison, keys: Sequence[str], path: st
     keys = [k for k in keys if any(len(s) for s, _ in histories[k].values())]
     if not keys:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     colors = {label: f"C{i % 10}" for i, label in enumerate(comp.groups)}  # one colour per configuration
     fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.2), squeeze=False)
     for ax, key in zip(axes[0], keys):

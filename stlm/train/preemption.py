@@ -28,7 +28,7 @@ from typing import Iterator
 import pytorch_lightning as pl
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-log = logging.getLogger("stlm.preemption")
+log = logging.getLogger("stlm.train.preemption")
 
 PREEMPTED_EXIT_CODE = 128 + signal.SIGTERM  # 143
 

@@ -18,7 +18,7 @@ import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from stlm.checkpoints import CheckpointError
+from stlm.engines.checkpoints import CheckpointError
 from stlm.io.atomic import atomic_write_json
 
 RECORD_NAME = "run.json"

@@ -1,4 +1,4 @@
-"""A :class:`~stlm.compare_table.Comparison` as terminal text, Markdown and CSV.
+"""A :class:`~stlm.compare.table.Comparison` as terminal text, Markdown and CSV.
 
 Text and Markdown show the chosen metrics at the chosen horizons (plus the average over all horizons) as
 ``mean ± std``; the best mean of each metric column is marked (``*`` in text, bold in Markdown). The CSV keeps
@@ -12,7 +12,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from stlm.compare_table import Comparison
+from stlm.compare.table import Comparison
 
 
 def metric_columns(comp: Comparison, metrics: Sequence[str], horizons: Sequence[int] | None) -> list[str]:
