@@ -10,7 +10,6 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from stlm.data.spec import DataSpec
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

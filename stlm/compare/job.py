@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from stlm.compare.query import as_list, build_filter, select_runs
+from stlm.compare.query import build_filter, select_runs
 from stlm.compare.render import to_csv, to_markdown, to_text
 from stlm.compare.table import Comparison, group_runs
 from stlm.io.atomic import atomic_write_text

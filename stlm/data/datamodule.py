@@ -257,6 +257,26 @@ class SpatioTemporalDataModule(SplitLoaders, pl.LightningDataModule):
             calendar = calendar_index(extended_timestamps(self.series.timestamps, pad_steps), self.n_slots)
         return WindowDataset(series, scaler or self.scaler, calendar, starts, self.window, self.horizon)
 
+    def targets(self, valid_time: np.ndarray, nodes: np.ndarray | None = None,
+                channels: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        """Observations at ``valid_time`` [k, H] (datetime64) of tokens ``nodes`` and channels ``channels`` (default
+        all): ``y`` [k, H, N', C'] original units (0 where missing), ``mask`` and ``y_time`` [k, H, K] (the batch
+        keys the metrics read). A valid time outside the data is an unobserved target, never an error."""
+        k, H = valid_time.shape
+        steps = self.series.timestamps.get_indexer(pd.DatetimeIndex(valid_time.ravel())).reshape(k, H)
+        inside = steps >= 0
+        safe = np.where(inside, steps, 0)
+        lo, hi = int(safe[inside].min(initial=0)), int(safe[inside].max(initial=0)) + 1
+        raw = self.series.read(lo, hi)[np.clip(safe - lo, 0, hi - lo - 1)]  # [k, H, N, C], NaN = missing
+        if nodes is not None:
+            raw = raw[:, :, nodes]
+        if channels is not None:
+            raw = raw[..., channels]
+        observed = np.isfinite(raw) & inside[..., None, None]
+        return {"y": torch.from_numpy(np.where(observed, raw, 0.0).astype(np.float32)),
+                "mask": torch.from_numpy(observed.astype(np.float32)),
+                "y_time": torch.from_numpy(self.calendar[safe])}
+
     @cached_property
     def climatology(self) -> np.ndarray:
         """[K, N, C] training-period mean per value of the climatology key, original units (computed once)."""

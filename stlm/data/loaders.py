@@ -1,4 +1,4 @@
-"""DataLoaders of a datamodule's splits, shared by the sensor and the grid datamodules.
+"""DataLoaders of a datamodule's splits (Lightning's four dataloader hooks, kept apart from the data logic).
 
 A datamodule that holds ``datasets[split]`` (datasets whose ``__getitems__`` returns a collated batch, see
 :mod:`stlm.data.windowing`) and ``batch_size``, ``eval_batch_size`` and ``num_workers`` gets Lightning's four

@@ -18,15 +18,15 @@ class DataSpec:
         days_per_week: 7, or 0 when the day-of-week feature is off (training never covers some weekday).
         interval_minutes: length of one step.
         channels, units: names and units of the C channels.
-        node_ids: the N token identifiers.
+        node_ids: the N sensor identifiers (empty for grid cells, named by their coordinates).
         adjacency: [N, N] edge weights (row = from, column = to), or None.
         grid_shape: (n_lat, n_lon) when the N tokens are the cells of a lat-lon grid flattened latitude-major
             (token ``n = i * n_lon + j``); None for sensors.
         node_coords: [N, 2] (latitude, longitude) in degrees of every token, or None.
         node_features: [N, S] static per-token features (e.g. sin/cos of latitude and longitude, land-sea mask),
             or None.
-        time_features: number of columns of ``x_time``/``y_time`` (2 = slot, day of week; grids add a third,
-            the day of year 0..365).
+        time_features: number of columns of ``x_time``/``y_time`` (4: slot, day of week, day of year, month;
+            :mod:`stlm.data.calendar`; checkpoints of earlier versions hold 2 or 3).
     """
 
     n_nodes: int

@@ -14,7 +14,6 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 import torch
 import xarray as xr
 from hydra.utils import instantiate
@@ -74,18 +73,9 @@ class Truth:
         self.timestamps, self.calendar = series.timestamps, datamodule.calendar
 
     def targets(self, valid_time: np.ndarray) -> Targets:
-        """Observations at ``valid_time`` [k, H] (datetime64)."""
-        k, H = valid_time.shape
-        steps = self.timestamps.get_indexer(pd.DatetimeIndex(valid_time.ravel())).reshape(k, H)
-        inside = steps >= 0
-        safe = np.where(inside, steps, 0)
-        lo, hi = int(safe[inside].min(initial=0)), int(safe[inside].max(initial=0)) + 1
-        block = self.dm.series.read(lo, hi)  # [T', N, C], NaN = missing
-        raw = block[np.clip(safe - lo, 0, hi - lo - 1)][:, :, self.node_index][..., self.channel_index]  # [k, H, N', C']
-        observed = np.isfinite(raw) & inside[..., None, None]
-        values = np.where(observed, raw, 0.0)
-        return Targets(torch.from_numpy(values.astype(np.float32)), torch.from_numpy(observed.astype(np.float32)),
-                       torch.from_numpy(np.asarray(self.calendar)[safe]))
+        """Observations at ``valid_time`` [k, H] (datetime64), from the datamodule."""
+        t = self.dm.targets(valid_time, self.node_index, self.channel_index)
+        return Targets(t["y"], t["mask"], t["y_time"])
 
 
 def build_truth(forecasts: xr.Dataset, dataset: DictConfig | None) -> Truth:
