@@ -43,7 +43,7 @@ class ClimateSource:
         levels: pressure levels to keep for variables with a level dimension (None keeps all).
         time_start, time_end: optional inclusive time slice (``"2019-03-01"``, ``"2019-03-31 23:00"``).
         land_sea_mask: name of a static land-fraction variable in the same files (a static input feature).
-        time_chunk: dask chunk length in time for globs (and for the lazy training statistics).
+        time_chunk: dask chunk length in time for globs.
         name: short name (experiment name, messages).
     """
 
