@@ -27,7 +27,7 @@ CLIMATOLOGY_KINDS = ("auto", "hour_of_day", "day_of_year", "month_of_year")
 CLIMATOLOGY_COLUMNS = {"hour_of_day": SLOT, "day_of_year": DAY_OF_YEAR, "month_of_year": MONTH}
 SEASON_WORDS = {"day_of_year": "days of the year", "month_of_year": "months of the year"}
 FIXED_SIZES = {"day_of_year": 366, "month_of_year": 12}
-MAX_BLOCK_VALUES = 50_000_000  # values read per block (200 MB of float32)
+MAX_BLOCK_VALUES = 16_000_000  # values read per block (64 MB of float32; float64 temporaries bound the peak)
 
 
 def block_steps(n_nodes: int, n_channels: int) -> int:
