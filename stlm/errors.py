@@ -2,9 +2,9 @@
 
 A bad file, a corrupt checkpoint, a bad value in the config or a training that diverged is the user's to fix,
 and every such error already says what to fix (the file, the field, the fix). The entry points
-(``python -m stlm.train | forecast | evaluate | stream | compare``) run their job inside
-:func:`reported_as_user_error`, which turns these errors into Hydra's compact errors: Hydra prints the message
-and exits with status 1. ``HYDRA_FULL_ERROR=1`` shows the full traceback, for debugging. Errors of any other
+(``python -m stlm.train | forecast | evaluate | stream | compare``, all through :func:`stlm.cli.run_hydra_job`)
+run their job inside :func:`reported_as_user_error`, which turns these errors into Hydra's compact errors:
+Hydra prints the message and exits with status 1. ``HYDRA_FULL_ERROR=1`` shows the full traceback, for debugging. Errors of any other
 kind (bugs) keep their traceback.
 """
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stlm.data.seasonal import block_steps
+from stlm.data.seasonal import ArrayBlocks, block_steps
 from stlm.data.sources.base import DataValidationError
 from stlm.io.atomic import atomic_write_json
 
@@ -33,21 +33,8 @@ class StandardScaler:
         self.std: np.ndarray | None = None
 
     def fit(self, values: np.ndarray, mask: np.ndarray) -> "StandardScaler":
-        """Fit on ``values``/``mask`` [T, N, C] (the training period only)."""
-        axes = (0,) if self.per_node else (0, 1)
-        m = mask.astype(np.float64)
-        count = m.sum(axis=axes)
-        total = (values * m).sum(axis=axes)
-        mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
-        if self.per_node:
-            # Nodes never observed in training take the channel mean, so their inputs still scale sensibly.
-            channel_mean = total.sum(0) / np.maximum(count.sum(0), 1)
-            mean = np.where(count > 0, mean, channel_mean)
-        centred = (values - mean) * m
-        var = np.divide((centred**2).sum(axis=axes), count, out=np.ones_like(total), where=count > 1)
-        std = np.sqrt(var)
-        self.mean = mean.astype(np.float32)
-        self.std = np.where(std > 1e-6, std, 1.0).astype(np.float32)
+        """Fit on ``values``/``mask`` [T, N, C] in memory (the training period only); see :meth:`fit_series`."""
+        self.fit_series(ArrayBlocks(values, mask), 0, len(values))
         return self
 
     def fit_series(self, series, start: int, stop: int) -> np.ndarray:

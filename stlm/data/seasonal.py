@@ -35,6 +35,19 @@ def block_steps(n_nodes: int, n_channels: int) -> int:
     return max(1, MAX_BLOCK_VALUES // max(n_nodes * n_channels, 1))
 
 
+class ArrayBlocks:
+    """Arrays in memory read as a series: ``values``/``mask`` [T, N, C] give ``read(a, b)`` [b-a, N, C] with NaN
+    where the mask is off, so the block readers (:func:`seasonal_sums`, ``StandardScaler.fit_series``) serve
+    arrays too and the statistics are written once."""
+
+    def __init__(self, values: np.ndarray, mask: np.ndarray):
+        self.values, self.mask = values, mask.astype(bool)
+        self.n_steps, self.n_nodes, self.n_channels = values.shape
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return np.where(self.mask[start:stop], self.values[start:stop], np.nan)
+
+
 def seasonal_sums(series, keys: np.ndarray, size: int, start: int, stop: int, transform=None) -> tuple[np.ndarray, np.ndarray]:
     """(total, count) [size, N, C] float64 of the observed values of steps ``start .. stop-1`` per key.
 

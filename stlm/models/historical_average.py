@@ -25,7 +25,7 @@ from scipy.ndimage import gaussian_filter1d
 from torch import nn
 
 from stlm.data.calendar import DAY_OF_WEEK, SLOT
-from stlm.data.seasonal import seasonal_sums
+from stlm.data.seasonal import ArrayBlocks, seasonal_sums
 from stlm.data.spec import DataSpec
 
 log = logging.getLogger(__name__)
@@ -74,12 +74,8 @@ def profile_from_sums(total: np.ndarray, count: np.ndarray, profile: str, sigma_
 
 def fit_profile(values, mask, calendar, n_slots: int, profile: str, sigma_slots: float, weekdays: bool = True) -> np.ndarray:
     """:func:`profile_from_sums` of arrays in memory: values/mask [T, N, C], calendar [T, K] (slot, day, ...)."""
-    m = mask.astype(np.float64)
     keys = calendar[:, DAY_OF_WEEK] * n_slots + calendar[:, SLOT]
-    total = np.zeros((7 * n_slots,) + values.shape[1:])
-    count = np.zeros_like(total)
-    np.add.at(total, keys, values * m)
-    np.add.at(count, keys, m)
+    total, count = seasonal_sums(ArrayBlocks(values, mask), keys, 7 * n_slots, 0, len(values))
     shape = (7, n_slots) + values.shape[1:]
     return profile_from_sums(total.reshape(shape), count.reshape(shape), profile, sigma_slots, weekdays)
 

@@ -12,12 +12,11 @@ import logging
 import sys
 from pathlib import Path
 
-import hydra
 import numpy as np
 from hydra.utils import to_absolute_path
 from omegaconf import DictConfig, OmegaConf
 
-from stlm.errors import reported_as_user_error
+from stlm.cli import run_hydra_job
 from stlm.forecast.data import prepare_data
 from stlm.forecast.restore import dataset_config
 from stlm.stream.replay import replay, resolve_start
@@ -74,14 +73,13 @@ def run_stdin(cfg: DictConfig) -> int:
     return count
 
 
-@hydra.main(config_path="../../conf", config_name="stream", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def stream(cfg: DictConfig) -> int:
+    """Run the input mode ``cfg.input`` (replay or stdin); returns the number of forecasts issued."""
     runs = {"replay": run_replay, "stdin": run_stdin}
     if cfg.input not in runs:
-        raise SystemExit(f"input={cfg.input!r}: choose replay or stdin")
-    with reported_as_user_error():
-        runs[cfg.input](cfg)
+        raise ValueError(f"input={cfg.input!r}: choose replay or stdin")
+    return runs[cfg.input](cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_job("stream", stream)
