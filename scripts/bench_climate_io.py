@@ -4,8 +4,8 @@
 
 1. Writes (once) a synthetic global 1.5 degree grid (121 x 240) zarr store with several variables and one year of
    6-hourly steps, block by block in time (the writer never holds the year either).
-2. In a fresh subprocess (so its peak resident memory is the reader's alone): builds the climate datamodule on the
-   store (lazy normalization with dask), iterates one shuffled epoch of training windows, and reports samples/s,
+2. In a fresh subprocess (so its peak resident memory is the reader's alone): builds the datamodule on the store
+   (normalization and climatology read the training period in blocks of at most 16M values), iterates one shuffled epoch of training windows, and reports samples/s,
    the resident memory after imports, and the peak resident memory (``ru_maxrss``).
 
 3. ``--large-grid`` (also in a fresh subprocess): one training step of the patch model on a 0.25 degree global-sized
@@ -142,7 +142,7 @@ Command: `{command}` ({datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; load aver
 
 Method: a synthetic global 1.5 degree grid ({r['grid']}) with {r['variables']} variables and {r['steps']} 6-hourly steps
 (one year; {r['archive_mib']:,.0f} MiB as float32 in memory) is written to zarr in time chunks; a fresh process builds
-the climate datamodule on it (lazy per-variable normalization of the training period with dask) and iterates one
+the datamodule on it (normalization statistics and climatology read the training period in blocks of at most 16M values) and iterates one
 shuffled epoch of training windows (window {r['window']}, horizon {r['horizon']}, batch {r['batch_size']}). Peak = the
 process's high-water resident memory (`ru_maxrss`), imports (torch, Lightning, xarray) included. The machine is
 shared: wall-clock samples/s depend on the other jobs; CPU seconds (user + system of the process) do not.
@@ -151,7 +151,7 @@ shared: wall-clock samples/s depend on the other jobs; CPU seconds (user + syste
 |---:|---:|---:|---:|---:|---:|---:|---:|
 | {r['samples']} | {r['setup_s']:.1f} | {r['epoch_s']:.1f} | {r['samples_per_s']:.1f} | {r['epoch_cpu_s']:.1f} | {r['samples_per_cpu_s']:.1f} | {r['rss_after_imports_mib']:.0f} | {r['peak_rss_mib']:.0f} |
 
-The peak was {r.get('peak_after_setup_mib', float('nan')):.0f} MiB after setup (lazy normalization included); what it adds is one batch being assembled ({r['batch_size']} windows x {r['window'] + r['horizon']} steps x
+The peak was {r.get('peak_after_setup_mib', float('nan')):.0f} MiB after setup (normalization statistics and climatology included); what it adds is one batch being assembled ({r['batch_size']} windows x {r['window'] + r['horizon']} steps x
 {r['variables']} variables of the whole grid, with its mask and scaled copy), not the archive: windows are read per batch, so it does not grow
 with the number of steps in the store.
 {_large_section(large)}{end}"""
@@ -172,7 +172,7 @@ def _large_section(large: dict | None) -> str:
 
 Synthetic {g['grid']} grid ({g['cells']:,} cells), batch 1, window 4, horizon 2, {g['patch']} x {g['patch']} patches:
 {g['tokens']:,} tokens of {g['token_channels']:,} channels each, {g['parameters']:,} parameters; one optimizer step through
-the engine (lat-weighted loss) and a Lightning Trainer. Data (generation, lazy statistics) {g['data_s']:.0f} s,
+the engine (lat-weighted loss) and a Lightning Trainer. Data (generation, block-read statistics) {g['data_s']:.0f} s,
 step {g['step_s']:.1f} s, loss {g['loss']:.3f}, peak RSS {g['peak_rss_mib']:,.0f} MiB.
 """
 
