@@ -65,6 +65,18 @@ def summary_columns(metrics: dict[str, float]) -> tuple[list[str], list[str]]:
     return names, [suffixes[h - 1] for h in reported_horizons(len(suffixes))] if suffixes else []
 
 
+def keyed_values(groups: dict[str, dict[str, tuple[torch.Tensor, torch.Tensor]]], suffixes: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Flat metric keys from ``{prefix: {name: (per_horizon [H], average)}}``: ``<prefix><name>_<suffix>`` per
+    horizon and ``<prefix><name>_avg`` (the one key layout of every metric family)."""
+    out = {}
+    for prefix, values in groups.items():
+        for name, (per_h, avg) in values.items():
+            for h, suffix in enumerate(suffixes):
+                out[f"{prefix}{name}_{suffix}"] = per_h[h].float()
+            out[f"{prefix}{name}_avg"] = avg.float()
+    return out
+
+
 class ForecastMetrics(Metric):
     """Per-horizon MAE, RMSE, MAPE and ACC (module docstring).
 
@@ -163,10 +175,4 @@ class ForecastMetrics(Metric):
         groups = {"": self._values(*(s.sum(1) for s in states))}
         if self.per_channel and len(self.channels) > 1:
             groups.update({f"{ch}/": self._values(*(s[:, c] for s in states)) for c, ch in enumerate(self.channels)})
-        out = {}
-        for prefix, values in groups.items():
-            for name, (per_h, avg) in values.items():
-                for h, suffix in enumerate(self.suffixes):
-                    out[f"{prefix}{name}_{suffix}"] = per_h[h].float()
-                out[f"{prefix}{name}_avg"] = avg.float()
-        return out
+        return keyed_values(groups, self.suffixes)
