@@ -10,6 +10,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from stlm.models.build import build_model
+
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -84,16 +86,23 @@ def test_every_model_config_builds_and_forecasts(compose_train, model_name):
     cfg = compose_train([f"model={model_name}"])
     dm = SpatioTemporalDataModule(SyntheticTrafficSource(n_nodes=6, n_days=9), window=12, horizon=12, batch_size=4)
     dm.setup()
-    model = instantiate(cfg.model, _partial_=True)(spec=dm.spec)
-    if hasattr(model, "fit_from_data"):
-        model.fit_from_data(dm)
-    model.eval()
     batch = next(iter(dm.test_dataloader()))
-    out = model(batch)
-    assert out.shape == batch["y"].shape and torch.isfinite(out).all()
-    # Targets never leak into the forecast.
     leaked = dict(batch, y=torch.randn_like(batch["y"]) * 100, mask=torch.zeros_like(batch["mask"]))
-    assert torch.equal(model(leaked), out)
+    for quantiles, shape in ((None, batch["y"].shape), ("default", (*batch["y"].shape, 19))):
+        try:
+            model = build_model(cfg.model, dm.spec, quantiles=quantiles)
+        except ValueError as err:  # a trained model without a quantile head refuses bands, naming the key
+            assert quantiles is not None and "model.quantiles" in str(err)
+            continue
+        if hasattr(model, "fit_from_data"):
+            model.fit_from_data(dm)
+        model.eval()
+        out = model(batch)
+        assert out.shape == shape and torch.isfinite(out).all()
+        if quantiles is not None:
+            assert (out.diff(dim=-1) >= 0).all()  # bands never cross
+        # Targets never leak into the forecast.
+        assert torch.equal(model(leaked), out)
 
 
 @pytest.mark.parametrize("temporal", _options("model/temporal"))
@@ -107,7 +116,7 @@ def test_every_temporal_mixer_option_builds_and_forecasts(compose_train, tempora
     assert {k: v for k, v in cfg.model.items() if k != "temporal"} == {k: v for k, v in default.model.items() if k != "temporal"}
     dm = SpatioTemporalDataModule(SyntheticTrafficSource(n_nodes=6, n_days=9), window=12, horizon=12, batch_size=4)
     dm.setup()
-    model = instantiate(cfg.model, _partial_=True)(spec=dm.spec).eval()
+    model = build_model(cfg.model, dm.spec).eval()
     assert type(model.blocks[0].temporal).__name__ == cfg.model.temporal._target_.rsplit(".", 1)[-1]
     batch = next(iter(dm.test_dataloader()))
     assert torch.isfinite(model(batch)).all()

@@ -24,6 +24,14 @@ from stlm.data.sources.base import DataValidationError
 from stlm.io.atomic import atomic_write_json
 
 
+def to_original_units(scaled: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``scaled * std + mean`` for a forecast [B, H, N, C], or quantiles / members [B, H, N, C, Q] (a fifth
+    axis is the band's: every quantile is scaled like the value it spreads around)."""
+    if scaled.ndim == 5:
+        mean, std = mean.unsqueeze(-1), std.unsqueeze(-1)
+    return scaled * std + mean
+
+
 class StandardScaler:
     """``scaled = (value - mean) / std`` with mean and std of shape [C] or [N, C] (original units)."""
 
@@ -83,10 +91,9 @@ class StandardScaler:
         return ((values - self.mean) / self.std).astype(np.float32)
 
     def inverse_transform(self, scaled: torch.Tensor) -> torch.Tensor:
-        """Scaled [..., N, C] tensor back to original units."""
+        """A scaled forecast [B, H, N, C] (or quantiles [B, H, N, C, Q]) back to original units."""
         self._check()
-        mean, std = self.tensors(scaled.device, scaled.dtype)
-        return scaled * std + mean
+        return to_original_units(scaled, *self.tensors(scaled.device, scaled.dtype))
 
     def tensors(self, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std as tensors broadcastable to [..., N, C]."""

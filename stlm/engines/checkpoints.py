@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
 from stlm.data.scalers import StandardScaler
 from stlm.data.spec import DataSpec
+from stlm.models.build import build_model
 
 MODEL_PREFIX = "model."
 
@@ -100,7 +100,7 @@ def load_trained_model(path: str | Path) -> TrainedModel:
         raise CheckpointError(f"checkpoint {path} has no stlm metadata (config, spec, scaler): was it written by stlm.train?")
     spec = spec_from_dict(meta["spec"], meta.get("spec_arrays"))
     model_cfg = OmegaConf.create(meta["config"]["model"])
-    model = instantiate(model_cfg, _partial_=True)(spec=spec)
+    model = build_model(model_cfg, spec)
     missing, unexpected = model.load_state_dict(model_weights(checkpoint), strict=False)
     if missing or unexpected:
         raise CheckpointError(

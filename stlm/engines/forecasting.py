@@ -3,6 +3,11 @@
 It owns what every model shares: inverse scaling of the model's output to original units, the masked training
 loss, per-horizon metrics (``val/mae_h3``, ``test/rmse_avg``, ...), optimizer and schedule, and a guard that
 stops training on a non-finite loss instead of letting NaN flow into the weights.
+
+A model with ``quantile_levels`` (``model.quantiles``) forecasts quantiles [B, H, N, C, Q]: the loss is then the
+masked mean pinball loss over the levels (the quantile form of the MAE: at the median level it is MAE / 2), the
+point metrics score the median and CRPS, pinball loss, coverage and width of the 90% interval are logged
+beside them (``test/crps_h12``, ``test/coverage90_avg``; :mod:`stlm.metrics.probabilistic`).
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
-from stlm.data.scalers import StandardScaler
+from stlm.data.scalers import StandardScaler, to_original_units
 from stlm.metrics.horizon import ForecastMetrics
-from stlm.metrics.masked import masked_loss
+from stlm.metrics.masked import masked_loss, weight_mask
+from stlm.metrics.probabilistic import pinball
 
 SPLIT_PREFIXES = ("val", "test")
 
@@ -72,6 +78,11 @@ class ForecastingEngine(pl.LightningModule):
         self.model = model
         self.loss_name = loss
         self.loss_fn = masked_loss(loss)
+        levels = getattr(model, "quantile_levels", None)
+        self.quantile_levels = None if levels is None else levels.detach().clone()
+        if self.quantile_levels is not None and loss != "mae":
+            raise ValueError(f"engine.loss={loss!r} with model.quantiles: quantiles are trained with the pinball loss "
+                             "(the quantile form of the MAE); set engine.loss=mae")
         self.optimizer_factory = optimizer or (lambda params: torch.optim.AdamW(params, lr=1e-3))
         self.scheduler_factory = scheduler
         mean, std = scaler.tensors()
@@ -90,8 +101,8 @@ class ForecastingEngine(pl.LightningModule):
         return any(p.requires_grad for p in self.model.parameters())
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Predictions in original units, [B, H, N, C]."""
-        return self.model(batch) * self.scale_std + self.scale_mean
+        """Predictions in original units, [B, H, N, C] (quantiles: [B, H, N, C, Q])."""
+        return to_original_units(self.model(batch), self.scale_mean, self.scale_std)
 
     # ------------------------------------------------------------------ steps
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -106,7 +117,14 @@ class ForecastingEngine(pl.LightningModule):
         return loss
 
     def _loss(self, pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.loss_fn(pred, batch["y"], batch["mask"], self.loss_weights)
+        if self.quantile_levels is None:
+            return self.loss_fn(pred, batch["y"], batch["mask"], self.loss_weights)
+        # Pinball loss, averaged over the levels, then the masked (weighted) mean over targets as for the MAE.
+        wm = weight_mask(batch["mask"], self.loss_weights)
+        target = torch.where(wm > 0, batch["y"], 0.0)
+        score = pinball(pred, target, self.quantile_levels.to(pred.device))
+        floor = 1.0 if self.loss_weights is None else 1e-12
+        return torch.where(wm > 0, score * wm, 0.0).sum() / wm.sum().clamp_min(floor)
 
     def on_before_optimizer_step(self, optimizer) -> None:
         """A finite loss can still give inf/NaN gradients (overflow in the backward): refuse to apply them."""

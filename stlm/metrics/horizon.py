@@ -54,7 +54,7 @@ def reported_horizons(horizon: int) -> list[int]:
     return sorted({1, horizon // 4, horizon // 2, horizon} - {0})
 
 
-SUMMARY_METRICS = ("mae", "rmse", "mape", "acc")
+SUMMARY_METRICS = ("mae", "rmse", "mape", "acc", "crps", "coverage90")
 
 
 def summary_columns(metrics: dict[str, float]) -> tuple[list[str], list[str]]:

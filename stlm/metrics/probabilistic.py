@@ -29,10 +29,12 @@ from typing import Sequence
 import numpy as np
 import scoringrules
 import torch
+from torch import nn
 from torchmetrics import Metric
 
 from stlm.metrics.horizon import AVERAGES, horizon_key, keyed_values
 from stlm.metrics.masked import weight_mask
+from stlm.nn.quantiles import median_index
 
 DEFAULT_LEVELS = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05, 0.10, .., 0.95
 
@@ -44,6 +46,22 @@ def check_levels(levels: Sequence[float], name: str = "model.quantiles") -> torc
         raise ValueError(f"{name}={list(levels)}: give at least two strictly increasing levels inside (0, 1), "
                          "e.g. [0.05, 0.25, 0.5, 0.75, 0.95]")
     return t
+
+
+def parse_levels(value, name: str = "model.quantiles") -> tuple[float, ...] | None:
+    """The quantile levels a config names: null (a point forecast), ``default`` (:data:`DEFAULT_LEVELS`) or a
+    list of levels (checked by :func:`check_levels`)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        if value != "default":
+            raise ValueError(f"{name}={value!r}: give null (point forecasts), default (0.05 .. 0.95 in steps of 0.05) "
+                             "or a list of levels, e.g. [0.05, 0.5, 0.95]")
+        return DEFAULT_LEVELS
+    levels = tuple(float(v) for v in check_levels(list(value), name))
+    if not any(abs(v - 0.5) < 1e-9 for v in levels):
+        raise ValueError(f"{name}={list(levels)}: include the median 0.5 (the point forecast every MAE is scored on)")
+    return levels
 
 
 def interval_indices(levels: torch.Tensor, coverage: float) -> tuple[int, int]:
@@ -115,7 +133,12 @@ class ProbabilisticMetrics(Metric):
         self.suffixes = [horizon_key(h + 1, interval_minutes, keys) for h in range(horizon)]
         self.average, self.per_channel = average, per_channel
         self.levels = None if levels is None else check_levels(levels)
-        self.bounds = None if self.levels is None else interval_indices(self.levels, coverage)
+        self.bounds = None
+        if self.levels is not None:
+            try:
+                self.bounds = interval_indices(self.levels, coverage)
+            except ValueError:  # the levels hold no such interval: no coverage / width keys
+                self.bounds = ()
         w = None if weights is None else torch.as_tensor(weights, dtype=torch.float32)
         self.register_buffer("weights", w, persistent=False)
         for name in (*self.SCORES, "count"):
@@ -143,7 +166,7 @@ class ProbabilisticMetrics(Metric):
             levels = self.levels.to(forecast.device)
             crps = crps_from_quantiles(forecast, y, levels)
             pin = pinball(forecast, y, levels)
-            lower, upper = forecast[..., self.bounds[0]], forecast[..., self.bounds[1]]
+            lower, upper = (forecast[..., self.bounds[0]], forecast[..., self.bounds[1]]) if self.bounds else (y, y)
         scores = {"crps": crps, "pinball": pin, "covered": ((y >= lower) & (y <= upper)).double(), "width": upper - lower}
         for name, score in scores.items():
             getattr(self, name).add_((torch.where(observed, score, 0.0) * wm).sum(dim=(0, 2)))
@@ -152,8 +175,9 @@ class ProbabilisticMetrics(Metric):
     def _values(self, states: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per-horizon values [H] and their average, from states pooled over the channels ([H] each)."""
         count = states["count"].clamp_min(1e-12)
-        names = {"crps": "crps", "covered": f"coverage{round(100 * self.coverage):d}",
-                 "width": f"width{round(100 * self.coverage):d}"}
+        names = {"crps": "crps"}
+        if self.bounds != ():
+            names.update({"covered": f"coverage{round(100 * self.coverage):d}", "width": f"width{round(100 * self.coverage):d}"})
         if self.levels is not None:
             names["pinball"] = "pinball"
         out = {}
@@ -169,3 +193,39 @@ class ProbabilisticMetrics(Metric):
         if self.per_channel and len(self.channels) > 1:
             groups.update({f"{ch}/": self._values({k: s[:, c] for k, s in states.items()}) for c, ch in enumerate(self.channels)})
         return keyed_values(groups, self.suffixes)
+
+
+class QuantileForecastMetrics(nn.Module):
+    """The scores of quantile forecasts [B, H, N, C, Q]: the point metrics of the median (``mae_h12``,
+    ``rmse_lead6h``, ... keep their meaning) and the band scores (``crps_h12``, ``coverage90_h12``, ...).
+
+    Args:
+        point: the data's point metric (:class:`~stlm.metrics.horizon.ForecastMetrics`).
+        bands: a :class:`ProbabilisticMetrics` with the forecast's levels.
+    """
+
+    def __init__(self, point: Metric, bands: ProbabilisticMetrics):
+        super().__init__()
+        if bands.levels is None:
+            raise ValueError("QuantileForecastMetrics needs the quantile levels of the forecast")
+        self.point, self.bands, self.median = point, bands, median_index(bands.levels)
+
+    def update(self, forecast: torch.Tensor, batch: dict) -> None:
+        self.point.update(forecast[..., self.median], batch)
+        self.bands.update(forecast, batch)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        return {**self.point.compute(), **self.bands.compute()}
+
+    def reset(self) -> None:
+        self.point.reset()
+        self.bands.reset()
+
+
+def quantile_metric_factory(point_factory, band_factory, levels):
+    """``f(mape_min_abs=..., **metric_kwargs) -> QuantileForecastMetrics`` from the data's two factories
+    (``mape_min_abs`` is the point metric's; ``sync_on_compute`` and the like go to both)."""
+    def build(mape_min_abs: float = 0.0, **metric_kwargs) -> QuantileForecastMetrics:
+        point = point_factory(mape_min_abs=mape_min_abs, **metric_kwargs)
+        return QuantileForecastMetrics(point, band_factory(levels=levels, **metric_kwargs))
+    return build

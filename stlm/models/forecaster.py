@@ -2,7 +2,7 @@
 
     batch["x"], batch["x_mask"]  [B, T, N, C]
     batch["x_time"]              [B, T, 2]      (batch["y_time"] [B, H, 2] with the seasonal prior)
-    returns                      [B, H, N, C] scaled predictions
+    returns                      [B, H, N, C] scaled predictions ([B, H, N, C, Q] with ``quantiles``)
 
 With ``seasonal_prior=True`` (:mod:`stlm.models.seasonal_prior`) the network forecasts departures from each
 node's seasonal training profile, fitted by ``fit_from_data``.
@@ -33,6 +33,7 @@ from torch import nn
 
 from stlm.data.calendar import future_calendar
 from stlm.data.spec import DataSpec
+from stlm.metrics.probabilistic import parse_levels
 from stlm.models.seasonal_prior import SeasonalPrior
 from stlm.nn.block import MixerFactory, STBlock
 from stlm.nn.embeddings import SpatioTemporalEmbedding
@@ -61,7 +62,12 @@ class STLMForecaster(nn.Module):
         time_chunk: run windows longer than this many steps in time chunks, each recomputed in the backward
             (see the module docstring): activation memory of one chunk instead of the whole window, same
             results. None = off. Needs a temporal mixer with a recurrent state (the selective SSM).
+        quantiles: quantile levels (``model.quantiles``: null = point forecasts, ``default`` = 0.05 .. 0.95, or a
+            list): the head forecasts Q non-crossing quantiles per target (:mod:`stlm.nn.heads`), trained with
+            the pinball loss by the engine.
     """
+
+    quantile_head = True  # model.quantiles gives this model Q non-crossing quantiles (stlm.models.build)
 
     def __init__(
         self,
@@ -78,6 +84,8 @@ class STLMForecaster(nn.Module):
         head_steps: int | None = None,
         init_weights: str | None = None,
         time_chunk: int | None = None,
+        quantiles=None,
+        head_channels: int | None = None,
     ):
         super().__init__()
         self.spec = spec
@@ -88,7 +96,9 @@ class STLMForecaster(nn.Module):
         self.blocks = nn.ModuleList(
             STBlock(d_model, temporal, spatial, mlp_ratio=mlp_ratio, dropout=dropout, kernels=kernels) for _ in range(n_layers)
         )
-        self.head = ForecastHead(spec.window, d_model, spec.horizon, spec.n_channels, mode=head, steps=head_steps)
+        # head_channels: outputs per token when they differ from the inputs' channels (the grid model's patches).
+        self.head = ForecastHead(spec.window, d_model, spec.horizon, head_channels or spec.n_channels, mode=head,
+                                 steps=head_steps, quantiles=parse_levels(quantiles))
         self.n_slots = max(1, round(24 * 60 / spec.interval_minutes))
         self.init_weights = init_weights
         if time_chunk is not None:
@@ -102,6 +112,11 @@ class STLMForecaster(nn.Module):
                     "Use model/temporal=ssm, or model.time_chunk=null."
                 )
         self.time_chunk = time_chunk
+
+    @property
+    def quantile_levels(self) -> torch.Tensor | None:
+        """The Q quantile levels of the forecast's last axis, or None for point forecasts."""
+        return self.head.quantile_levels
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = batch["x"]

@@ -2,7 +2,7 @@
 
     batch["x"], batch["x_mask"]   [B, T, N = H * W, C]   (cells latitude-major, stlm.data.sources.geometry)
     batch["x_time"], ["y_time"]   [B, T, K], [B, Hz, K]  (the calendar: slot, day of week, day of year, month)
-    returns                       [B, Hz, N, C]          scaled predictions
+    returns                       [B, Hz, N, C]          scaled predictions ([B, Hz, N, C, Q] with quantiles)
 
 Per cell the model builds features ``F``: the scaled value and its departure from the training climatology
 (both 0 where missing), the static features of the cell (sin/cos latitude and longitude, land-sea mask) and
@@ -108,6 +108,8 @@ class GridForecaster(nn.Module):
         **stlm: the :class:`STLMForecaster` hyperparameters (d_model, n_layers, temporal, spatial, ...).
     """
 
+    quantile_head = True  # model.quantiles gives this model Q non-crossing quantiles (stlm.models.build)
+
     def __init__(
         self,
         spec: DataSpec,
@@ -173,7 +175,15 @@ class GridForecaster(nn.Module):
             days_per_week=0,
             interval_minutes=spec.interval_minutes,
         )
-        self.core = STLMForecaster(inner, seasonal_prior=False, **stlm)
+        # Quantiles: the core forecasts only the C forecast channels of each cell (Q values each); the point
+        # model keeps its head over all F features, so checkpoints written before quantiles existed still load.
+        head_channels = patch * patch * self.C if stlm.get("quantiles") is not None else None
+        self.core = STLMForecaster(inner, seasonal_prior=False, head_channels=head_channels, **stlm)
+
+    @property
+    def quantile_levels(self) -> torch.Tensor | None:
+        """The Q quantile levels of the forecast's last axis, or None for point forecasts."""
+        return self.core.quantile_levels
 
     def _from_alpha(self, state_dict, prefix, *args) -> None:
         """Checkpoints written before the anomaly terms held ``alpha`` [H, C]: the weight of the last anomaly."""
@@ -263,9 +273,20 @@ class GridForecaster(nn.Module):
             masks.append(ones.expand(-1, -1, -1, 2))
         grid = lambda parts: patchify(torch.cat(parts, dim=-1).view(B, T, self.H, self.W, self.n_features), self.p)
         tokens = {"x": grid(values), "x_mask": grid(masks), "x_time": batch["x_time"][..., :2], "y_time": batch["y_time"][..., :2]}
-        out = unpatchify(self.core(tokens), self.p, self.H, self.W)  # [B, Hz, H, W, F]
-        out = self.gate * out[..., : self.C].reshape(B, -1, N, C)
+        core = self.core(tokens)  # [B, Hz, P, p * p * F], or [B, Hz, P, p * p * C, Q] with quantiles
+        levels = self.quantile_levels
+        if levels is None:
+            out = unpatchify(core, self.p, self.H, self.W)  # [B, Hz, H, W, F]
+            out = self.gate * out[..., : self.C].reshape(B, -1, N, C)
+            spread = None
+        else:  # the gate scales the network's median; the band's offsets around it are not gated
+            Q = len(levels)
+            out = unpatchify(core.flatten(-2), self.p, self.H, self.W).reshape(B, -1, N, C, Q)
+            median = out[..., self.core.head.median]
+            spread, out = out - median.unsqueeze(-1), self.gate * median
         if self.anomaly_terms:
             beta = self.beta_val if self.anomaly_fit == "val" and not self.training else self.beta
             out = out + torch.einsum("bhnck,hkc->bhnc", self._terms(x, m, batch["x_time"]), beta)
-        return out + self._prior(batch["y_time"]) if self.seasonal_prior else out
+        if self.seasonal_prior:
+            out = out + self._prior(batch["y_time"])
+        return out if spread is None else out.unsqueeze(-1) + spread

@@ -37,5 +37,9 @@ class SeasonalPrior(nn.Module):
         return torch.cat(parts, dim=-1)
 
     def add(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The forecast [B, H, N, C]: the model's output plus the profile at the target times."""
-        return out if self.average is None else out + self.average.lookup(batch["y_time"])
+        """The forecast [B, H, N, C] (or quantiles [B, H, N, C, Q]): the model's output plus the profile at the
+        target times (the same shift for every quantile: the band moves with the profile)."""
+        if self.average is None:
+            return out
+        profile = self.average.lookup(batch["y_time"])
+        return out + (profile.unsqueeze(-1) if out.ndim == profile.ndim + 1 else profile)

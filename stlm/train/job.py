@@ -27,6 +27,7 @@ from stlm.train.config_check import check_config, check_launch
 from stlm.io.atomic import atomic_write_text
 from stlm.metrics.horizon import summary_columns
 from stlm.metrics.tables import metrics_table
+from stlm.models.build import build_model
 from stlm.train.runs import RunRecord, resolve_checkpoint
 from stlm.tracking.sweeps import find_finished_run, should_skip
 from stlm.tracking.store import (
@@ -81,15 +82,17 @@ def _skipped(cfg: DictConfig, chash: str) -> dict[str, Any] | None:
             "run_dir": None, "tracking_uri": uri, "n_parameters": None}
 
 
-def build_engine(model_cfg: DictConfig, engine_cfg: DictConfig, datamodule):
-    """Model (sizes from the data; fitted from the training period if it has ``fit_from_data``) in its engine."""
-    model = instantiate(model_cfg, _partial_=True)(spec=datamodule.spec)
+def build_engine(model_cfg: DictConfig, engine_cfg: DictConfig, datamodule, **model_options):
+    """Model (sizes from the data; fitted from the training period if it has ``fit_from_data``) in its engine;
+    ``model_options`` go to :func:`stlm.models.build.build_model` (``quantiles``)."""
+    model = build_model(model_cfg, datamodule.spec, **model_options)
     if hasattr(model, "fit_from_data"):
         model.fit_from_data(datamodule)
     if getattr(model, "init_weights", None):  # fine-tuning: the checkpoint's network, this data's fitted parts
         load_weights_into(model, model.init_weights, skip_prefixes=getattr(model, "fitted_prefixes", ()))
     # The data's metrics (token weights, key style) and loss weights: SpatioTemporalDataModule.engine_options.
-    options = datamodule.engine_options()
+    levels = getattr(model, "quantile_levels", None)
+    options = datamodule.engine_options(levels=None if levels is None else levels.tolist())
     return instantiate(engine_cfg, _partial_=True)(model=model, scaler=datamodule.scaler, horizon=datamodule.spec.horizon, **options)
 
 
@@ -100,12 +103,14 @@ def _test_metrics(results: list[dict]) -> dict[str, float]:
 
 def evaluate_baselines(cfg: DictConfig, datamodule) -> dict[str, dict[str, float]]:
     """Test metrics of the reference baselines (``cfg.dataset.baselines`` if the data set names its own, else
-    ``cfg.baselines``) on the same split, fitted, never trained.
+    ``cfg.baselines``) on the same split, fitted, never trained. With ``model.quantiles`` they get bands at the
+    same levels (their training residuals' quantiles), so the run's CRPS has a reference.
 
     Evaluated in this process without a Trainer: under DDP a new Trainer would join the process group.
     """
     return {
-        name: build_engine(model_cfg, cfg.engine, datamodule).evaluate(datamodule.test_dataloader())
+        name: build_engine(model_cfg, cfg.engine, datamodule, quantiles=cfg.model.get("quantiles"))
+        .evaluate(datamodule.test_dataloader())
         for name, model_cfg in (cfg.dataset.get("baselines") or cfg.get("baselines") or {}).items()
     }
 
@@ -268,6 +273,7 @@ def _fit_and_report(cfg, trainer, engine, datamodule, logger, record: RunRecord,
         client.set_tag(run_id, COMPLETE_TAG, "true")  # last: a sweep rerun skips only fully logged runs
 
     record.status, record.best_checkpoint, record.test_metrics = "finished", best, test
+    record.baseline_metrics = baselines
     record.save()
     names, suffixes = summary_columns(test)
     table = metrics_table({model_name: test, **baselines}, [], names, suffixes=suffixes)

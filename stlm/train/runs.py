@@ -34,6 +34,7 @@ class RunRecord:
     status: str = "running"  # running | finished | failed | preempted
     best_checkpoint: str | None = None
     test_metrics: dict[str, float] = field(default_factory=dict)
+    baseline_metrics: dict[str, dict[str, float]] = field(default_factory=dict)  # the reference rows, same split
 
     def save(self) -> Path:
         return atomic_write_json(Path(self.run_dir) / RECORD_NAME, asdict(self))

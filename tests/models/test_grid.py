@@ -209,3 +209,21 @@ def test_validation_fitted_weights_forecast_and_training_keeps_the_training_fit(
     torch.testing.assert_close(model(batch), prior + torch.einsum("bhnck,hkc->bhnc", terms, model.beta_val))
     model.train()
     torch.testing.assert_close(model(batch), prior + torch.einsum("bhnck,hkc->bhnc", terms, model.beta))
+
+
+@pytest.mark.parametrize("patch", [1, 3])
+def test_quantile_grid_model_gives_sorted_bands_around_the_gated_median(patch):
+    """With model.quantiles the grid model forecasts Q sorted quantiles per cell; at gate 0 the median is the
+    anomaly-term reference (the point model's start) and the band around it is already open and trainable."""
+    spec = _spec()
+    model = GridForecaster(spec, patch=patch, d_model=8, temporal=partial(SelectiveSSM, d_state=4),
+                           spatial=partial(GlobalAttention, n_heads=2), kernels="reference", quantiles=[0.05, 0.5, 0.95])
+    batch = _batch(spec)
+    out = model(batch)
+    assert out.shape == (2, spec.horizon, spec.n_nodes, spec.n_channels, 3)
+    assert (out.diff(dim=-1) > 0).all()
+    reference = torch.einsum("bhnck,hkc->bhnc", model._terms(batch["x"], batch["x_mask"], batch["x_time"]), model.beta)
+    torch.testing.assert_close(out[..., 1], reference + model._prior(batch["y_time"]))
+    out.square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    assert model.core.head.proj.out_features == spec.horizon * patch * patch * spec.n_channels * 3

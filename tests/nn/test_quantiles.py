@@ -37,3 +37,15 @@ def test_pinball_training_fits_the_quantiles_of_the_data():
         opt.step()
     expected = torch.quantile(y, levels)
     assert torch.allclose(non_crossing(raw, 2).detach(), expected, atol=0.05)
+
+
+def test_gaussian_step_bias_starts_the_band_as_a_normal_distribution():
+    from stlm.nn.quantiles import gaussian_step_bias
+
+    levels = check_levels(DEFAULT_LEVELS)
+    m = median_index(levels)
+    raw = gaussian_step_bias(levels, 0.5)
+    raw[m] = 1.25  # any median
+    q = non_crossing(raw.float(), m).double()
+    expected = 1.25 + 0.5 * torch.distributions.Normal(0.0, 1.0).icdf(levels)
+    torch.testing.assert_close(q, expected, rtol=0, atol=1e-5)

@@ -147,3 +147,24 @@ def test_attention_temporal_mixer_is_causal():
     y, y2 = attn(x), attn(x2)
     torch.testing.assert_close(y[:, :6], y2[:, :6])
     assert not torch.allclose(y[:, 6:], y2[:, 6:], atol=1e-3)
+
+
+def test_quantile_head_steps_to_the_windowed_quantiles():
+    """A quantile model (model.quantiles) streams too: stepping gives the windowed forward's Q quantiles."""
+    torch.manual_seed(0)
+    model = STLMForecaster(
+        SPEC, d_model=16, n_layers=1, temporal=functools.partial(SelectiveSSM, d_state=4, expand=2),
+        spatial=functools.partial(GlobalAttention, n_heads=2), quantiles=[0.1, 0.5, 0.9],
+    )
+    model.prior.average.profile.normal_()
+    model = model.double().eval()
+    x, mask, x_time = make_history(12)
+    y_time = future_calendar(x_time[:, -1], SPEC.horizon, 288)
+    with torch.no_grad():
+        expected = model({"x": x, "x_mask": mask, "x_time": x_time, "y_time": y_time})
+        state = model.init_state(batch=2)
+        for t in range(12):
+            forecast, state = model.step(x[:, t], x_time[:, t], state, x_mask_t=mask[:, t])
+    assert forecast.shape == (2, SPEC.horizon, SPEC.n_nodes, SPEC.n_channels, 3)
+    assert (forecast.diff(dim=-1) > 0).all()
+    torch.testing.assert_close(forecast, expected, rtol=0, atol=1e-10)
