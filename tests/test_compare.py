@@ -142,3 +142,23 @@ def test_a_parameter_only_one_model_has_gets_no_column():
         {"run_id": "b", "tags.model": "linear", "params.model._target_": "x.Linear", "params.model.seasonal_prior": "True"},
     ])
     assert varying_params(frame, ["params.model._target_", "params.model.d_model", "params.model.seasonal_prior"]) == []
+
+
+def test_crps_is_shown_beside_mae_and_coverage_is_best_nearest_its_nominal_level():
+    frame = _frame([
+        {"run_id": "a", "tags.model": "stlm", "params.model._target_": "x.STLM", "params.model.quantiles": "default",
+         "metrics.test/mae_avg": 1.05,
+         "metrics.test/crps_avg": 0.79, "metrics.test/coverage90_avg": 0.88},
+        {"run_id": "b", "tags.model": "stlm", "params.model._target_": "x.STLM", "params.model.quantiles": "None",
+         "metrics.test/mae_avg": 1.04},
+        {"run_id": "c", "tags.model": "last_value", "params.model._target_": "x.LastValue", "params.model.quantiles": "default",
+         "metrics.test/mae_avg": 1.65,
+         "metrics.test/crps_avg": 1.29, "metrics.test/coverage90_avg": 0.97},
+    ])
+    comp = group_runs(frame)
+    assert comp.best("test/crps_avg") == {"stlm quantiles=default"}  # lowest
+    assert comp.best("test/coverage90_avg") == {"stlm quantiles=default"}  # |0.88 - 0.9| < |0.97 - 0.9|, not lowest
+    text = to_text(comp, ["mae", "crps"], [3])
+    rows = {line.split()[0] + " " + line.split()[1]: line.split()[-1] for line in text.splitlines()[2:5]}
+    assert text.splitlines()[0].endswith("CRPS avg")
+    assert rows == {"stlm default": "*0.790", "stlm None": "-", "last_value default": "1.290"}  # point runs: no CRPS

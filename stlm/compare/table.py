@@ -4,11 +4,13 @@ A configuration is the run's logged parameters minus those that never change a r
 sweep flags, anything derived from the run's output directory). The columns shown are the parameters that
 differ between configurations, the parameter count, training time and throughput (``perf/*`` metrics of
 ``stlm.train``) and the test metrics, each as ``mean ± std`` over the seeds (std with ddof=1; one seed: none).
-Every test metric is an error (lower is better); the lowest mean of each column is marked best.
+Every test metric is an error (lower is better: MAE, RMSE, CRPS, width) and the lowest mean of each column is marked
+best, except interval coverage (``coverage90_*``), where the best is the mean nearest the nominal level (0.90).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +39,9 @@ class Comparison:
         means = self.rows[f"{key} mean"]
         if means.isna().all():
             return set()
+        nominal = re.search(r"coverage(\d+)_", key)
+        if nominal:  # calibration: nearest the nominal level is best, not lowest
+            means = (means - int(nominal[1]) / 100).abs()
         return set(self.rows.loc[np.isclose(means, means.min(), rtol=0, atol=1e-12), "label"])
 
 

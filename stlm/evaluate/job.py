@@ -46,7 +46,8 @@ def run_evaluation(cfg: DictConfig) -> dict[str, Any]:
         if truth.geometry.grid_shape is not None:  # a map needs a grid; sensors get their forecast trajectories
             plots.append(plot_grid_maps(forecasts, truth, cfg.plots.leads, out_dir / "maps.png"))
         else:
-            plots.append(plot_sensor_fan(forecasts, truth, cfg.plots.sensors, out_dir / "forecast_vs_truth.png"))
+            plots.append(plot_sensor_fan(forecasts, truth, cfg.plots.sensors, out_dir / "forecast_vs_truth.png",
+                                         lead=cfg.plots.get("lead")))
 
     names, suffixes = summary_columns(metrics)
     table = metrics_table({Path(path).name: metrics}, [], names, suffixes=suffixes)

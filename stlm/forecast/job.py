@@ -30,7 +30,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import stlm
 from stlm.forecast.data import ForecastData, prepare_data
-from stlm.forecast.layout import CONVENTIONS, WB2_NAMES, coordinates, forecast_dataset, to_wb2, variable_attrs
+from stlm.forecast.layout import (
+    CONVENTIONS, WB2_NAMES, coordinates, forecast_dataset, forecast_dims, to_wb2, variable_attrs,
+)
 from stlm.forecast.restore import checkpoint_path, dataset_config, load_model
 from stlm.forecast.store import JOB_ATTR, ForecastStore, StoreConflictError, lazy_template, publish_netcdf
 from stlm.forecast.windows import select_init_times
@@ -65,12 +67,11 @@ def _output_kind(output: str) -> str:
 
 @torch.no_grad()
 def predict(model, scaler, dataset, rows: slice, batch_size: int) -> np.ndarray:
-    """[k, H, N, C] float32 forecasts in original units for dataset samples ``rows``."""
-    mean, std = scaler.tensors()
+    """[k, H, N, C] (or quantiles [k, H, N, C, Q]) float32 forecasts in original units for dataset samples ``rows``."""
     out = []
     for a in range(rows.start, rows.stop, batch_size):
         batch = dataset.__getitems__(list(range(a, min(a + batch_size, rows.stop))))
-        out.append((model(batch) * std + mean).numpy())
+        out.append(scaler.inverse_transform(model(batch)).numpy())
     return np.concatenate(out).astype(np.float32, copy=False)
 
 
@@ -128,7 +129,8 @@ def run_forecast(cfg: DictConfig, after_chunk: Callable[[int], None] | None = No
         raise ValueError("format=wb2 is the WeatherBench 2 layout of lat-lon grids; sensor forecasts use format=cf")
 
     interval = pd.Timedelta(minutes=spec.interval_minutes)
-    coords = coordinates(init.times, spec.horizon, interval, data.geometry)
+    levels = getattr(trained.model, "quantile_levels", None)
+    coords = coordinates(init.times, spec.horizon, interval, data.geometry, None if levels is None else levels.tolist())
     job = _job_id(trained.fingerprint, init.times, dataset_cfg, {"format": cfg.format, "chunk": cfg.chunk_size})
     rename = to_wb2 if cfg.format == "wb2" else (lambda ds: ds)
     K = len(init.starts)
@@ -144,7 +146,8 @@ def run_forecast(cfg: DictConfig, after_chunk: Callable[[int], None] | None = No
 
     chunks = [slice(a, min(a + cfg.chunk_size, K)) for a in range(0, K, cfg.chunk_size)]
     if rank == 0:
-        template = _template(coords, _attrs(trained, run_id, dataset_cfg, job), spec, data.geometry.space_dims, cfg.chunk_size)
+        template = _template(coords, _attrs(trained, run_id, dataset_cfg, job), spec, forecast_dims(data.geometry.space_dims, coords),
+                             cfg.chunk_size)
         state = store.create_or_resume(rename(template), overwrite=bool(cfg.overwrite))
         log.info("forecast store %s: %s (%d init times in %d chunks)", store_path, state, K, len(chunks))
     _barrier(world)
@@ -165,9 +168,8 @@ def run_forecast(cfg: DictConfig, after_chunk: Callable[[int], None] | None = No
     return {**result, "n_chunks": len(chunks), "written": written, "resumed": len(done)}
 
 
-def _template(coords: dict, attrs: dict, spec, space_dims: tuple[str, ...], chunk_size: int) -> xr.Dataset:
+def _template(coords: dict, attrs: dict, spec, dims: tuple[str, ...], chunk_size: int) -> xr.Dataset:
     """The store's lazy template: every coordinate and attribute, float32 forecast variables never computed."""
-    dims = ("init_time", "lead_time", *space_dims)
     variables = {name: (dims, "float32", a) for name, a in variable_attrs(spec.channels, spec.units).items()}
     return lazy_template(xr.Dataset(coords=coords, attrs=attrs), variables, chunk_size)
 

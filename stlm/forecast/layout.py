@@ -8,6 +8,10 @@ Sensors::
     valid_time(init_time, lead_time)  standard_name time (= init_time + lead_time)
     sensor_id(node), lat(node), lon(node)   (coordinates where the data set knows them)
 
+Quantile forecasts (``model.quantiles``) add a last dimension: ``<channel>(init_time, lead_time, node, quantile)``
+with the coordinate ``quantile(quantile)``, the probability level of each quantile (``long_name`` "quantile level",
+units 1): ``ds.speed.sel(quantile=0.5)`` is the median, the point forecast the point metrics score.
+
 Grids: ``<channel>(init_time, lead_time, lat, lon)`` with 1-D ``lat``/``lon`` in degrees (ascending
 latitude, longitude in [-180, 180)). ``format=wb2`` renames to the WeatherBench 2 names: ``time``,
 ``prediction_timedelta``, ``latitude``, ``longitude`` (:func:`to_wb2`; :func:`from_wb2` reverses it).
@@ -26,9 +30,12 @@ CONVENTIONS = "CF-1.8"
 WB2_NAMES = {"init_time": "time", "lead_time": "prediction_timedelta", "lat": "latitude", "lon": "longitude"}
 
 
-def coordinates(init_times: pd.DatetimeIndex, horizon: int, interval: pd.Timedelta, geometry) -> dict:
+QUANTILE_DIM = "quantile"
+
+
+def coordinates(init_times: pd.DatetimeIndex, horizon: int, interval: pd.Timedelta, geometry, levels=None) -> dict:
     """The coordinates of a forecast over ``init_times`` on the data's ``geometry`` (its spatial coordinates:
-    :meth:`stlm.data.sources.geometry.Geometry.space_coords`)."""
+    :meth:`stlm.data.sources.geometry.Geometry.space_coords`), and the quantile ``levels`` if it has them."""
     leads = pd.to_timedelta(np.arange(1, horizon + 1) * interval)
     valid = init_times.values[:, None] + leads.values[None, :]
     coords = {
@@ -37,15 +44,25 @@ def coordinates(init_times: pd.DatetimeIndex, horizon: int, interval: pd.Timedel
         "lead_time": ("lead_time", leads.values, {"standard_name": "forecast_period", "long_name": "lead time"}),
         "valid_time": (("init_time", "lead_time"), valid, {"standard_name": "time", "long_name": "valid time"}),
     }
+    if levels is not None:  # rounded: the levels travel as float32 buffers, 0.05 is 0.05 in the file
+        coords[QUANTILE_DIM] = (QUANTILE_DIM, np.round(np.asarray(levels, dtype=np.float64), 6),
+                                {"long_name": "quantile level", "units": "1",
+                                 "comment": "probability of a value at or below the forecast quantile"})
     return {**coords, **geometry.space_coords()}
 
 
+def forecast_dims(space_dims: tuple[str, ...], coords: dict) -> tuple[str, ...]:
+    """The dims of every forecast variable: init and lead time, the space dims, and ``quantile`` if present."""
+    return ("init_time", "lead_time", *space_dims, *((QUANTILE_DIM,) if QUANTILE_DIM in coords else ()))
+
+
 def forecast_dataset(values: np.ndarray, coords: dict, channels, units, space_dims: tuple[str, ...], attrs: dict) -> xr.Dataset:
-    """A forecast Dataset from ``values`` [K, H, N, C] (N = lat x lon for grids, latitude-major)."""
-    K, H, N, C = values.shape
-    dims = ("init_time", "lead_time", *space_dims)
-    shape = (K, H, *(len(coords[d][1]) for d in space_dims))
-    data_vars = {name: (dims, values[..., c].reshape(shape), var_attrs)
+    """A forecast Dataset from ``values`` [K, H, N, C] or quantiles [K, H, N, C, Q] (N = lat x lon for grids,
+    latitude-major)."""
+    dims = forecast_dims(space_dims, coords)
+    shape = tuple(len(coords[d][1]) for d in dims[2:])
+    values = values if values.ndim == 5 else values[..., None]
+    data_vars = {name: (dims, values[:, :, :, c].reshape(values.shape[:2] + shape), var_attrs)
                  for c, (name, var_attrs) in enumerate(variable_attrs(channels, units).items())}
     return xr.Dataset(data_vars, coords=coords, attrs=attrs)
 

@@ -61,11 +61,14 @@ def run_stdin(cfg: DictConfig) -> int:
             )
         values = np.array([float(c) if c.strip() else np.nan for c in cells], dtype=np.float32)
         forecast = streamer.push(values.reshape(streamer.spec.n_nodes, streamer.spec.n_channels), stamp)
-        print(json.dumps({
+        record = {
             "issued_at": forecast.issued_at.isoformat(),
             "valid_times": [t.isoformat() for t in forecast.valid_times],
-            "values": np.round(forecast.values, 4).tolist(),
-        }), flush=True)
+            "values": np.round(forecast.values, 4).tolist(),  # [H][N][C] (quantile models: [H][N][C][Q])
+        }
+        if forecast.levels is not None:
+            record["quantiles"] = forecast.levels.tolist()
+        print(json.dumps(record), flush=True)
         count += 1
         if count % cfg.save_every == 0:
             streamer.save(state_path)

@@ -1,7 +1,7 @@
 """Replay a data set in time order through a :class:`Streamer`, writing forecasts in resumable chunks.
 
 Forecasts go to ``<output>/forecasts/chunk_<first step>.npz`` (``issued_at`` [k] int64 ns, ``values``
-[k, H, N, C] original units). After each chunk the streamer's state is saved; both writes are atomic, chunk
+[k, H, N, C] original units, or [k, H, N, C, Q] for a quantile model, whose levels are in ``quantile`` [Q]). After each chunk the streamer's state is saved; both writes are atomic, chunk
 first, so a process killed at any moment resumes from its state file and rewrites at most the chunk it was
 writing, with the same values. :func:`read_forecasts` gathers the chunks.
 """
@@ -70,7 +70,7 @@ def replay(
         chunk_times.append(forecast.issued_at.value)
         chunk_values.append(forecast.values)
         if len(chunk_times) == save_every or t == stop - 1:
-            _write_chunk(output, chunk_times, chunk_values)
+            _write_chunk(output, chunk_times, chunk_values, streamer.levels)
             written += len(chunk_times)
             chunk_times, chunk_values = [], []
             streamer.save(state_path)
@@ -81,15 +81,16 @@ def replay(
     return written
 
 
-def _write_chunk(output: Path, times: list[int], values: list[np.ndarray]) -> None:
+def _write_chunk(output: Path, times: list[int], values: list[np.ndarray], levels: np.ndarray | None = None) -> None:
     first = pd.Timestamp(times[0]).strftime("%Y%m%dT%H%M%S")
     buffer = io.BytesIO()
-    np.savez(buffer, issued_at=np.asarray(times, dtype=np.int64), values=np.stack(values).astype(np.float32))
+    extra = {} if levels is None else {"quantile": np.asarray(levels, dtype=np.float64)}
+    np.savez(buffer, issued_at=np.asarray(times, dtype=np.int64), values=np.stack(values).astype(np.float32), **extra)
     atomic_write_bytes(Path(output) / "forecasts" / f"chunk_{first}.npz", buffer.getvalue())
 
 
 def read_forecasts(output: str | Path) -> tuple[pd.DatetimeIndex, np.ndarray]:
-    """All forecasts of a replay, in time order: (issued_at [S], values [S, H, N, C])."""
+    """All forecasts of a replay, in time order: (issued_at [S], values [S, H, N, C] or [S, H, N, C, Q])."""
     chunks = sorted((Path(output) / "forecasts").glob("chunk_*.npz"))
     if not chunks:
         raise FileNotFoundError(f"no forecast chunks under {Path(output) / 'forecasts'}")

@@ -13,6 +13,7 @@ Either state is saved to a file and a restarted process resumes from it without 
     streamer = Streamer.from_checkpoint("outputs/.../best.ckpt")
     forecast = streamer.push(values, timestamp)     values [N, C] or [N] in original units, NaN = missing
     forecast.values                                 [H, N, C] original units, at forecast.valid_times
+                                                    ([H, N, C, Q] for a quantile model, at forecast.levels)
     streamer.save("state.pt"); streamer = Streamer.from_checkpoint(ckpt, state="state.pt")
 
 Timestamps must advance by the data's interval. A gap of a few steps is filled with all-missing observations
@@ -39,7 +40,8 @@ MAX_GAP_STEPS = 288  # a longer gap is refused: the state would be mostly forgot
 class Forecast:
     issued_at: pd.Timestamp  # the time of the last observation
     valid_times: pd.DatetimeIndex  # [H]
-    values: np.ndarray  # [H, N, C] original units
+    values: np.ndarray  # [H, N, C] original units; [H, N, C, Q] for a quantile model
+    levels: np.ndarray | None = None  # [Q] the quantile levels of the last axis (None: point forecasts)
 
 
 class Streamer:
@@ -50,6 +52,8 @@ class Streamer:
         # The calendar's slots as the datamodule counts them (stlm.data.datamodule), whatever the model embeds.
         self.n_slots = steps_per_day(self.interval)
         self.recurrent = hasattr(self.model, "step")
+        levels = getattr(self.model, "quantile_levels", None)
+        self.levels = None if levels is None else np.round(levels.numpy().astype(np.float64), 6)
         if self.recurrent:
             self.state = self.model.init_state(batch=1)
         else:  # the last `window` observations in original units, NaN = missing (oldest first)
@@ -99,7 +103,7 @@ class Streamer:
                 forecast = self._window_forecast(values, timestamp, y_time)
             out = self.scaler.inverse_transform(forecast)[0].numpy()
         self.last_time, self.steps_seen = timestamp, self.steps_seen + 1
-        return Forecast(issued_at=timestamp, valid_times=valid, values=out)
+        return Forecast(issued_at=timestamp, valid_times=valid, values=out, levels=self.levels)
 
     def _window_forecast(self, values: np.ndarray, timestamp: pd.Timestamp, y_time: torch.Tensor) -> torch.Tensor:
         """Shift the observation into the window and forecast from the window, as a batch of one sample

@@ -71,3 +71,26 @@ def test_cf_grid_forecast_of_new_data_through_dataset_path(trained, tmp_path, sh
     assert np.isfinite(ds.t2m.values).all()
     result = run_evaluation(evaluate_cfg(out, uri, "plots.enabled=false"))
     assert 0.0 < result["metrics"]["rmse_lead1h"] < 5.0  # kelvin: a forecast of the right field, not noise
+
+
+def test_quantile_grid_forecasts_score_the_training_bands_and_map_the_band_width(tmp_path):
+    """model.quantiles on a grid: the patch model's bands, latitude-weighted CRPS per lead, a file with a
+    ``quantile`` dim scored back to the training numbers, and the maps with the 90% band's width."""
+    from stlm.train import run
+
+    cfg = compose("train", [*TINY_CLIMATE, "model.quantiles=[0.05,0.25,0.5,0.75,0.95]", "logger=none",
+                            f"paths.outputs_root={tmp_path / 'outputs'}", f"paths.output_dir={tmp_path / 'outputs' / 'run'}"])
+    trained = run(cfg)
+    test = {k: v for k, v in trained["test"].items() if k != "loss"}
+    assert {"crps_lead6h", "coverage90_lead24h", "width90_avg", "rmse_lead6h", "acc_avg"} <= set(test)
+    assert all("crps_lead6h" in m for m in trained["baselines"].values())  # persistence, climatology with bands
+    out = tmp_path / "bands.nc"
+    run_forecast(forecast_cfg(out, f"checkpoint={trained['best_checkpoint']}"))
+    with xr.open_dataset(out) as ds:
+        assert ds.t2m.dims == ("init_time", "lead_time", "lat", "lon", "quantile")
+    result = run_evaluation(evaluate_cfg(out, "sqlite:///unused.db", "mlflow.enabled=false"))
+    assert set(test) == set(result["metrics"])
+    for key, value in test.items():
+        assert result["metrics"][key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    maps = result["output_dir"] / "maps.png"
+    assert maps in result["plots"] and maps.stat().st_size > 10_000

@@ -1,0 +1,92 @@
+"""Quantile forecasts end to end: a tiny model trained with ``model.quantiles=default`` writes a forecast file
+with a ``quantile`` dimension that plain xarray opens, ``stlm.evaluate`` scores it to the training numbers (point
+metrics of the median, CRPS, coverage) and draws the band, and the streamer gives the batch job's quantiles."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from forecast_runs import compose, evaluate_cfg, forecast_cfg
+from tiny_runs import TINY_TRAFFIC
+from stlm.engines.checkpoints import load_trained_model
+from stlm.evaluate import run_evaluation
+from stlm.forecast import run_forecast
+from stlm.metrics.probabilistic import DEFAULT_LEVELS
+from stlm.stream import Streamer
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    from stlm.train import run
+
+    root = tmp_path_factory.mktemp("quantile_train")
+    cfg = compose("train", [*TINY_TRAFFIC, "model.quantiles=default", "logger=none", f"paths.outputs_root={root}",
+                            f"paths.output_dir={root / 'run'}"])
+    result = run(cfg)
+    record = json.loads((root / "run" / "run.json").read_text())
+    return {"checkpoint": Path(result["best_checkpoint"]), "test": record["test_metrics"],
+            "baselines": record["baseline_metrics"], "root": root}
+
+
+@pytest.fixture(scope="module")
+def forecast_file(trained) -> Path:
+    out = trained["root"] / "quantiles.nc"
+    run_forecast(forecast_cfg(out, f"checkpoint={trained['checkpoint']}", "init_times.split=test"))
+    return out
+
+
+def test_training_logs_band_scores_beside_the_median_point_metrics(trained):
+    test = trained["test"]
+    for key in ("mae_h12", "crps_h12", "coverage90_h12", "width90_avg", "pinball_avg", "crps_avg"):
+        assert np.isfinite(test[key]), key
+    assert 0 < test["crps_avg"] < test["mae_avg"]  # CRPS <= MAE of the median, equal only for a zero-width band
+    assert abs(test["pinball_avg"] * 2 - test["crps_avg"]) < 1e-5  # CRPS from quantiles = 2 x mean pinball loss
+    assert {"last_value", "historical_average"} <= set(trained["baselines"])
+    assert all("crps_h12" in metrics for metrics in trained["baselines"].values())  # baselines got bands too
+
+
+def test_quantile_file_opens_with_plain_xarray_and_scores_to_the_training_numbers(trained, forecast_file):
+    with xr.open_dataset(forecast_file) as ds:
+        assert ds.speed.dims == ("init_time", "lead_time", "node", "quantile")
+        np.testing.assert_allclose(ds["quantile"].values, DEFAULT_LEVELS)
+        assert ds["quantile"].attrs["long_name"] == "quantile level" and ds["quantile"].attrs["units"] == "1"
+        assert (ds.speed.diff("quantile") >= 0).all()
+        median = ds.speed.sel(quantile=0.5)
+        assert median.dims == ("init_time", "lead_time", "node")
+    result = run_evaluation(evaluate_cfg(forecast_file, "sqlite:///unused.db", "mlflow.enabled=false"))
+    scored, test = result["metrics"], trained["test"]
+    assert set(test) - set(scored) == {"loss"}  # the training loss is the one number a file cannot have
+    for key, value in ((k, v) for k, v in test.items() if k != "loss"):
+        assert abs(scored[key] - value) <= 1e-4 * max(abs(value), 1e-6), (key, scored[key], value)
+    band_plot = result["output_dir"] / "forecast_vs_truth.png"
+    assert band_plot in result["plots"] and band_plot.stat().st_size > 10_000
+    frame = pd.read_csv(result["output_dir"] / "metrics.csv", index_col="lead")
+    assert {"crps", "coverage90", "width90", "mae"} <= set(frame.columns)
+
+
+def test_streamed_quantiles_equal_the_batch_job(trained, forecast_file):
+    model = load_trained_model(trained["checkpoint"])
+    dm = instantiate(OmegaConf.create(model.config["dataset"]["datamodule"]))
+    dm.setup("fit")
+    values = np.where(dm.series.mask, dm.series.values, np.nan)
+    times = dm.series.timestamps
+    with xr.open_dataset(forecast_file) as ds:
+        init = pd.Timestamp(ds.init_time.values[7])
+        expected = ds.speed.sel(init_time=init).values  # [H, N, Q]
+    last = times.get_loc(init)
+    streamer = Streamer(model)  # fed the window the batch job read for this init time, as in tests/stream
+    for t in range(last - dm.window + 1, last + 1):
+        forecast = streamer.push(values[t], times[t])
+    assert forecast.issued_at == init and forecast.values.shape == (*expected.shape[:2], 1, len(DEFAULT_LEVELS))
+    np.testing.assert_allclose(forecast.levels, DEFAULT_LEVELS)
+    np.testing.assert_allclose(forecast.values[:, :, 0], expected, rtol=1e-4, atol=1e-4)
+    assert torch.isfinite(torch.from_numpy(forecast.values)).all()
