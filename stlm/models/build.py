@@ -18,6 +18,9 @@ from stlm.models.residual_bands import ResidualBands
 
 _UNSET = object()
 
+# Keys of a model config that this builder reads and the model's constructor never sees.
+BUILDER_KEYS = ("quantiles",)
+
 
 def build_model(model_cfg, spec: DataSpec, quantiles=_UNSET):
     """The model of ``model_cfg`` (a ``_target_`` config) for ``spec``; ``quantiles`` overrides the config's
@@ -37,4 +40,4 @@ def build_model(model_cfg, spec: DataSpec, quantiles=_UNSET):
             "use model=stlm (sensors) or model=grid (grids), or a fitted baseline (last_value, historical_average, "
             "persistence, climatology), which gets bands from its training residuals"
         )
-    return ResidualBands(model, levels)
+    return ResidualBands(model, levels, spec.horizon)

@@ -8,7 +8,9 @@ read, and raises :class:`ConfigError` for
 
 * a mandatory value (``???``) that was not given;
 * a key that the ``_target_`` it configures does not accept (and the constructor takes no ``**kwargs``);
-* a string where the constructor accepts only numbers or booleans (``int``, ``float``, ``bool`` annotations).
+* a string where the constructor accepts only numbers or booleans (``int``, ``float``, ``bool`` annotations);
+* ``model.quantiles`` that are not null, ``default`` or increasing levels in (0, 1) with the median (the model
+  builder's own key, :data:`stlm.models.build.BUILDER_KEYS`, which no constructor sees).
 
 It relies on the constructors' type annotations (the house style: explicit typed arguments, never ``cfg``);
 anything it cannot judge (no annotation, a class, a callable, a union with other types) it leaves alone.
@@ -27,6 +29,9 @@ from typing import Any, Iterator
 import torch
 from hydra.errors import CompactHydraException
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from stlm.metrics.probabilistic import parse_levels
+from stlm.models.build import BUILDER_KEYS
 
 _NUMERIC = (int, float, bool)  # with torch.Tensor: annotations under which a string cannot be meant
 
@@ -109,7 +114,7 @@ def _problems(path: str, node: DictConfig) -> Iterator[str]:
     params = signature.parameters
     open_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
     for key in map(str, node.keys()):
-        if key.startswith("_"):
+        if key.startswith("_") or (path == "model" and key in BUILDER_KEYS):
             continue
         if key not in params and not open_kwargs:
             valid = ", ".join(n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
@@ -151,6 +156,11 @@ def check_config(cfg: DictConfig) -> None:
                 for key in _missing(cfg, "")]
     for path, node in _targets(cfg, ""):
         problems.extend(_problems(path, node))
+    if "model" in cfg and "quantiles" in cfg.model:
+        try:
+            parse_levels(cfg.model.quantiles)
+        except ValueError as err:
+            problems.append(str(err))
     if problems:
         raise ConfigError("Invalid configuration:\n  " + "\n  ".join(problems))
 

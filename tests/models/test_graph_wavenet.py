@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hydra.utils import instantiate
 
 from stlm.data.spec import DataSpec
+from stlm.models.build import build_model
 from stlm.models.graph_wavenet import GraphWaveNet, transition_matrix
 
 SMALL = dict(residual_channels=8, dilation_channels=8, skip_channels=16, end_channels=16)
@@ -162,6 +162,6 @@ def test_the_config_builds_the_model(compose_train):
     cfg = compose_train(["model=graph_wavenet", "model.residual_channels=8", "model.dilation_channels=8"])
     assert cfg.model._target_ == "stlm.models.graph_wavenet.GraphWaveNet"
     spec = _spec(n_nodes=4, n_channels=1, horizon=12)
-    model = instantiate(cfg.model, _partial_=True)(spec=spec)
+    model = build_model(cfg.model, spec)
     assert isinstance(model, GraphWaveNet) and model.start.out_features == 8 and model.end_hidden.out_features == 512
     assert model(_batch(spec)).shape == (3, 12, 4, 1)

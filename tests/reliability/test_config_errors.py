@@ -43,6 +43,8 @@ def test_unknown_key_gets_hydras_message(tmp_path):
     ("engine.optimizer.lr=fast", r"engine\.optimizer\.lr='fast': torch\.optim\.AdamW .*expects float"),
     ("+model.d_modle=3", r"model\.d_modle: .* has no argument 'd_modle' \(valid: .*d_model.*\)"),
     ("dataset=metr_la", r"dataset\.path: a required value is missing"),
+    ("model.quantiles=[0.1,0.9]", r"model\.quantiles=\[0\.1, 0\.9\]: include the median 0\.5"),
+    ("model.quantiles=all", r"model\.quantiles='all': give null .*default"),
 ])
 def test_each_kind_of_error_names_the_key_to_fix(override, message):
     with pytest.raises(ConfigError, match=message):
