@@ -7,7 +7,11 @@ stops training on a non-finite loss instead of letting NaN flow into the weights
 A model with ``quantile_levels`` (``model.quantiles``) forecasts quantiles [B, H, N, C, Q]: the loss is then the
 masked mean pinball loss over the levels (the quantile form of the MAE: at the median level it is MAE / 2), the
 point metrics score the median and CRPS, pinball loss, coverage and width of the 90% interval are logged
-beside them (``test/crps_h12``, ``test/coverage90_avg``; :mod:`stlm.metrics.probabilistic`).
+beside them (``test/crps_h12``, ``test/coverage90_avg``; :mod:`stlm.metrics.probabilistic`). With
+``calibrate_bands`` (default) the model's band scale (:mod:`stlm.nn.band_scale`) is refitted on the
+validation predictions at the end of every validation pass (:mod:`stlm.metrics.calibration`), so the saved
+checkpoints carry the bands calibrated for their own weights; the validation metrics of a pass use the scale of
+the pass before it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch
 from torch import nn
 
 from stlm.data.scalers import StandardScaler, to_original_units
+from stlm.metrics.calibration import MIN_SCALE, RANGE, BandCalibration
 from stlm.metrics.horizon import ForecastMetrics
 from stlm.metrics.masked import masked_loss, weight_mask
 from stlm.metrics.probabilistic import pinball
@@ -60,6 +65,7 @@ class ForecastingEngine(pl.LightningModule):
             per-horizon metrics. ``compute()`` must return ``mae_avg``; ``update(pred, batch)``.
         loss_weights: optional [N, C] weights of the training loss (grids: cos-latitude / channel std), so
             the loss is ``sum w m err / sum w m``; None keeps the plain masked mean.
+        calibrate_bands: refit the model's ``band_scale`` (quantile models) on every validation pass.
     """
 
     def __init__(
@@ -73,6 +79,7 @@ class ForecastingEngine(pl.LightningModule):
         mape_min_abs: float = 0.0,
         metrics: Callable[..., Any] | None = None,
         loss_weights: torch.Tensor | None = None,
+        calibrate_bands: bool = True,
     ):
         super().__init__()
         self.model = model
@@ -92,9 +99,17 @@ class ForecastingEngine(pl.LightningModule):
         self.metrics = nn.ModuleDict({p: self.metric_factory() for p in SPLIT_PREFIXES})
         # Data-derived and rebuilt from the data at every start: not part of the checkpoint's state.
         self.register_buffer("loss_weights", loss_weights, persistent=False)
+        self.calibrate_bands = calibrate_bands
+        if self.band_scale is not None:
+            self.band_calibration = BandCalibration(horizon, self.quantile_levels)
         # Filled by the entry point; saved with every checkpoint (config, data spec) so a forecast job can
         # rebuild the model without the original command line.
         self.checkpoint_metadata: dict[str, Any] = {}
+
+    @property
+    def band_scale(self):
+        """The model's :class:`~stlm.nn.band_scale.BandScale` when it is to be calibrated here, else None."""
+        return getattr(self.model, "band_scale", None) if self.calibrate_bands else None
 
     @property
     def has_trainable_parameters(self) -> bool:
@@ -143,6 +158,8 @@ class ForecastingEngine(pl.LightningModule):
                 f"inf/NaN); no metric or checkpoint is written from them. {_FIX}"
             )
         _update_metric(self.metrics[prefix], pred, batch)
+        if prefix == "val" and self.band_scale is not None:
+            self.band_calibration.update(pred, batch["y"], weight_mask(batch["mask"], self.loss_weights))
         loss = self._loss(pred, batch)
         # sync_dist: averaged over ranks, like the metrics (torchmetrics), so every DDP rank reports the same value
         self.log(f"{prefix}/loss", loss, on_epoch=True, batch_size=batch["y"].shape[0], sync_dist=True)
@@ -169,6 +186,30 @@ class ForecastingEngine(pl.LightningModule):
         self.train(was_training)
         return {k: float(v) for k, v in metric.compute().items()}
 
+    @torch.no_grad()
+    def calibrate(self, dataloader) -> None:
+        """Fit the band scale on one pass over ``dataloader`` (the validation split) in this process, as a
+        validation pass does; nothing happens for point models or with ``calibrate_bands=false``."""
+        if self.band_scale is None:
+            return
+        calibration = BandCalibration(self.band_scale.scale.shape[0], self.quantile_levels, sync_on_compute=False)
+        calibration.to(self.device)
+        was_training = self.training
+        self.eval()
+        for batch in dataloader:
+            batch = {k: v.to(self.device) for k, v in batch.items()}
+            calibration.update(self(batch), batch["y"], weight_mask(batch["mask"], self.loss_weights))
+        self.train(was_training)
+        self._refit_band_scale(calibration)
+
+    def _refit_band_scale(self, calibration: BandCalibration) -> None:
+        """Multiply the band scale by the factors the accumulated ratios ask for (they were measured on
+        predictions made with the current scale), then start a new accumulation. The product is kept inside
+        the factor range too, so no run of refits can compound a band past RANGE times the head's own."""
+        factors = calibration.compute().to(self.band_scale.scale)
+        self.band_scale.scale.copy_((self.band_scale.scale * factors).clamp(MIN_SCALE, RANGE))
+        calibration.reset()
+
     def _log_epoch_metrics(self, prefix: str) -> None:
         values = self.metrics[prefix].compute()  # already reduced over ranks (torchmetrics states)
         self.log_dict({f"{prefix}/{k}": v for k, v in values.items() if k != "mae_avg"})
@@ -177,6 +218,8 @@ class ForecastingEngine(pl.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
+        if self.band_scale is not None:
+            self._refit_band_scale(self.band_calibration)
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")

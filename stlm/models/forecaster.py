@@ -118,6 +118,11 @@ class STLMForecaster(nn.Module):
         """The Q quantile levels of the forecast's last axis, or None for point forecasts."""
         return self.head.quantile_levels
 
+    @property
+    def band_scale(self):
+        """The head's :class:`~stlm.nn.band_scale.BandScale` (fitted on validation by the engine), or None."""
+        return self.head.band_scale
+
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = batch["x"]
         if x.dim() != 4 or x.shape[2] != self.spec.n_nodes or x.shape[3] != self.spec.n_channels:

@@ -185,6 +185,12 @@ class GridForecaster(nn.Module):
         """The Q quantile levels of the forecast's last axis, or None for point forecasts."""
         return self.core.quantile_levels
 
+    @property
+    def band_scale(self):
+        """The core head's :class:`~stlm.nn.band_scale.BandScale` (it scales the band's offsets, which the gate
+        leaves alone), or None for point forecasts."""
+        return self.core.band_scale
+
     def _from_alpha(self, state_dict, prefix, *args) -> None:
         """Checkpoints written before the anomaly terms held ``alpha`` [H, C]: the weight of the last anomaly."""
         alpha = state_dict.pop(prefix + "alpha", None)

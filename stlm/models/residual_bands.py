@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from stlm.nn.band_scale import BandScale
+
 MAX_RESIDUALS = 32_000_000  # residual values held at once while fitting (128 MB of float32)
 QUANTILE_CHUNK = 8_000_000  # values per torch.nanquantile call (it refuses inputs above 2**24 values)
 
@@ -33,14 +35,16 @@ class ResidualBands(nn.Module):
     Args:
         point: the point model (fitted by its own ``fit_from_data``, if it has one, before the residuals).
         levels: the Q quantile levels, increasing in (0, 1).
+        horizon: H, the forecast steps (of the band's per-horizon scale).
         max_windows: at most this many evenly spread training windows give the residuals.
     """
 
-    def __init__(self, point: nn.Module, levels, max_windows: int = 2048):
+    def __init__(self, point: nn.Module, levels, horizon: int, max_windows: int = 2048):
         super().__init__()
         self.point, self.max_windows = point, max_windows
         self.register_buffer("quantile_levels", torch.as_tensor(list(levels), dtype=torch.float64))
         self.register_buffer("offsets", torch.zeros(0))  # [H, N, C, Q] scaled; saved with the checkpoint
+        self.band_scale = BandScale(horizon, self.quantile_levels)  # fitted on validation by the engine
 
     def fit_from_data(self, datamodule) -> None:
         if hasattr(self.point, "fit_from_data"):
@@ -81,4 +85,4 @@ class ResidualBands(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.offsets.numel() == 0:
             raise RuntimeError("ResidualBands needs fit_from_data(datamodule) before forecasting")
-        return self.point(batch).unsqueeze(-1) + self.offsets
+        return self.band_scale(self.point(batch).unsqueeze(-1) + self.offsets)

@@ -11,7 +11,8 @@ streaming forecaster's buffer holds before it has seen a whole window), so any h
 
 With ``quantiles`` (levels in (0, 1)) the head gives Q outputs per target, made non-crossing by
 :func:`stlm.nn.quantiles.non_crossing` (the median plus positive steps outward), and exposes the levels as
-``quantile_levels``; without, it is the point head (the same weights as before quantiles existed).
+``quantile_levels``, then widened per horizon and level by ``band_scale`` (identity until the engine fits it on
+the validation split; eval mode only); without, it is the point head (the same weights as before quantiles existed).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stlm.nn.band_scale import BandScale
 from stlm.nn.quantiles import gaussian_step_bias, median_index, non_crossing
 
 # Spread (scaled units) of the band a quantile head starts from: the residual of a forecast is a fraction of the
@@ -45,6 +47,8 @@ class ForecastHead(nn.Module):
         self.register_buffer("quantile_levels", None if quantiles is None else torch.as_tensor(quantiles, dtype=torch.float64))
         self.n_quantiles = 1 if quantiles is None else len(quantiles)
         self.median = None if quantiles is None else median_index(self.quantile_levels)
+        # Fitted on the validation split by the engine, applied in eval mode only (stlm.nn.band_scale).
+        self.band_scale = None if quantiles is None else BandScale(horizon, self.quantile_levels)
         self.norm = nn.LayerNorm(d_model)
         self.proj = nn.Linear(d_in, horizon * n_channels * self.n_quantiles)
         if self.median is not None:
@@ -76,4 +80,4 @@ class ForecastHead(nn.Module):
         if self.median is None:
             return out.view(B, N, self.horizon, self.n_channels).permute(0, 2, 1, 3)
         out = non_crossing(out.view(B, N, self.horizon, self.n_channels, self.n_quantiles), self.median)
-        return out.permute(0, 2, 1, 3, 4)
+        return self.band_scale(out.permute(0, 2, 1, 3, 4))

@@ -104,15 +104,17 @@ def _test_metrics(results: list[dict]) -> dict[str, float]:
 def evaluate_baselines(cfg: DictConfig, datamodule) -> dict[str, dict[str, float]]:
     """Test metrics of the reference baselines (``cfg.dataset.baselines`` if the data set names its own, else
     ``cfg.baselines``) on the same split, fitted, never trained. With ``model.quantiles`` they get bands at the
-    same levels (their training residuals' quantiles), so the run's CRPS has a reference.
+    same levels (their training residuals' quantiles, scaled on the validation split as the trained model's
+    bands are), so the run's CRPS has a reference.
 
     Evaluated in this process without a Trainer: under DDP a new Trainer would join the process group.
     """
-    return {
-        name: build_engine(model_cfg, cfg.engine, datamodule, quantiles=cfg.model.get("quantiles"))
-        .evaluate(datamodule.test_dataloader())
-        for name, model_cfg in (cfg.dataset.get("baselines") or cfg.get("baselines") or {}).items()
-    }
+    scores = {}
+    for name, model_cfg in (cfg.dataset.get("baselines") or cfg.get("baselines") or {}).items():
+        engine = build_engine(model_cfg, cfg.engine, datamodule, quantiles=cfg.model.get("quantiles"))
+        engine.calibrate(datamodule.val_dataloader())  # bands: the same validation fit as the trained model's
+        scores[name] = engine.evaluate(datamodule.test_dataloader())
+    return scores
 
 
 def run(cfg: DictConfig, extra_callbacks: Sequence = ()) -> dict[str, Any]:

@@ -52,6 +52,10 @@ def test_training_logs_band_scores_beside_the_median_point_metrics(trained):
     assert abs(test["pinball_avg"] * 2 - test["crps_avg"]) < 1e-5  # CRPS from quantiles = 2 x mean pinball loss
     assert {"last_value", "historical_average"} <= set(trained["baselines"])
     assert all("crps_h12" in metrics for metrics in trained["baselines"].values())  # baselines got bands too
+    # The best checkpoint carries the band scale fitted on the validation split for its own weights.
+    scale = load_trained_model(trained["checkpoint"]).model.band_scale.scale
+    assert scale.shape == (12, len(DEFAULT_LEVELS)) and not torch.equal(scale, torch.ones_like(scale))
+    assert (scale > 0).all() and (scale[:, DEFAULT_LEVELS.index(0.5)] == 1).all()
 
 
 def test_quantile_file_opens_with_plain_xarray_and_scores_to_the_training_numbers(trained, forecast_file):
