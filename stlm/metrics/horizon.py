@@ -21,6 +21,7 @@ each channel when there are several (variables in different units). MAPE is in p
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import numpy as np
@@ -42,6 +43,18 @@ def lead_name(minutes: float) -> str:
     return f"{int(round(hours))}h" if abs(hours - round(hours)) < 1e-9 else f"{minutes:g}min"
 
 
+def suffix_minutes(suffix: str) -> float:
+    """The sort order of a horizon key suffix: ``h3`` -> 3 (steps), ``lead6h`` -> 360, ``lead30min`` -> 30,
+    ``lead3mo`` -> 3 months in minutes. Suffixes of one table share a style, so steps and minutes never mix."""
+    match = re.fullmatch(r"(?:h(\d+)|lead([\d.]+)(h|min|mo))", suffix)
+    if match is None:
+        raise ValueError(f"metric key suffix {suffix!r} is neither 'h<step>' nor 'lead<number><h|min|mo>'")
+    if match[1] is not None:
+        return float(match[1])
+    value, unit = float(match[2]), match[3]
+    return value * {"h": 60.0, "min": 1.0, "mo": MONTH_MINUTES}[unit]
+
+
 def horizon_key(h: int, interval_minutes: float, style: str) -> str:
     """The key suffix of horizon ``h`` (1-based): ``h12`` (``step``) or ``lead6h`` (``lead``)."""
     if style not in KEY_STYLES:
@@ -61,7 +74,9 @@ def summary_columns(metrics: dict[str, float]) -> tuple[list[str], list[str]]:
     """The metric names a summary table shows (those present) and the key suffixes of its horizons
     (:func:`reported_horizons`), read from the keys themselves: one rule for every data set and entry point."""
     names = [m for m in SUMMARY_METRICS if f"{m}_avg" in metrics]
-    suffixes = [k[len("mae_"):] for k in metrics if k.startswith("mae_") and k != "mae_avg"]
+    # Sorted by lead, not by key order: metrics read back from JSON or a logger come sorted as strings
+    # (lead10h before lead9h).
+    suffixes = sorted((k[len("mae_"):] for k in metrics if k.startswith("mae_") and k != "mae_avg"), key=suffix_minutes)
     return names, [suffixes[h - 1] for h in reported_horizons(len(suffixes))] if suffixes else []
 
 

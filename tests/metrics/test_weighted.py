@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from stlm.data.sources.geometry import latitude_weights
-from stlm.metrics.horizon import ForecastMetrics, lead_name
+from stlm.metrics.horizon import ForecastMetrics, lead_name, summary_columns
 from stlm.metrics.masked import anomaly_correlation, weighted_loss, weighted_mae, weighted_rmse
 
 
@@ -38,6 +38,16 @@ def _case():
     target = torch.tensor([[[[0.0], [0.0]], [[1.0], [float("nan")]]]])
     mask = torch.tensor([[[[1.0], [1.0]], [[1.0], [0.0]]]])
     return pred, target, mask, torch.from_numpy(latitude_weights(LAT))
+
+
+def test_summary_columns_order_leads_by_time_not_by_string():
+    # Keys read back from JSON come sorted as strings: lead10h before lead9h.
+    metrics = {f"mae_lead{h}h": 0.0 for h in sorted(range(1, 21), key=str)} | {"mae_avg": 0.0, "rmse_avg": 0.0}
+    names, suffixes = summary_columns(metrics)
+    assert names[:2] == ["mae", "rmse"]
+    assert suffixes == ["lead1h", "lead5h", "lead10h", "lead20h"]
+    with pytest.raises(ValueError, match="lead<number>"):
+        summary_columns({"mae_tomorrow": 0.0})
 
 
 def test_rmse_mae_by_hand_with_a_masked_cell():
