@@ -41,7 +41,7 @@ from stlm.data.spec import DataSpec
 from stlm.data.splits import SPLITS, ChronologicalSplit
 from stlm.data.windowing import PaddedSeries, WindowDataset
 from stlm.metrics.horizon import ForecastMetrics
-from stlm.metrics.probabilistic import ProbabilisticMetrics, quantile_metric_factory
+from stlm.metrics.probabilistic import ProbabilisticMetrics, band_metric_factory
 
 log = logging.getLogger(__name__)
 
@@ -292,12 +292,14 @@ class SpatioTemporalDataModule(SplitLoaders, pl.LightningDataModule):
         return CLIMATOLOGY_COLUMNS[self.climatology_kind]
 
     def metric_factory(self, horizon: int | None = None, interval_minutes: float | None = None,
-                       nodes: np.ndarray | None = None, channels: np.ndarray | None = None, levels=None):
+                       nodes: np.ndarray | None = None, channels: np.ndarray | None = None, levels=None,
+                       members: int | None = None):
         """``f(**metric_kwargs) -> ForecastMetrics`` with this data's token weights, lead names and options;
         an evaluator scoring a subset passes the tokens ``nodes`` and channel indices ``channels`` it scores,
         and the forecasts' horizon and step. With quantile ``levels`` the metric scores quantile forecasts
         [B, H, N, C, Q]: the point metrics of the median and CRPS, pinball, coverage and width
-        (:class:`~stlm.metrics.probabilistic.QuantileForecastMetrics`)."""
+        (:class:`~stlm.metrics.probabilistic.BandForecastMetrics`); with ``members`` ensembles [B, H, N, C, M]
+        (the members' median, the fair CRPS, the members' central interval)."""
         spec, options = self.spec, dict(self.metric_options)
         nodes = slice(None) if nodes is None else np.asarray(nodes)
         picked = np.arange(spec.n_channels) if channels is None else np.asarray(channels)
@@ -305,19 +307,21 @@ class SpatioTemporalDataModule(SplitLoaders, pl.LightningDataModule):
         common = (horizon or spec.horizon, interval_minutes or spec.interval_minutes, [spec.channels[c] for c in picked],
                   torch.from_numpy(self.series.geometry.area_weights()[nodes]))
         point = partial(ForecastMetrics, *common, climatology, self.climatology_column, **options)
-        if levels is None:
+        if levels is None and members is None:
             return point
+        if levels is not None and members is not None:
+            raise ValueError("metric_factory: a forecast has quantile levels or ensemble members, not both")
         band_options = {k: options[k] for k in ("keys", "average", "per_channel") if k in options}
-        return quantile_metric_factory(point, partial(ProbabilisticMetrics, *common, **band_options), levels)
+        return band_metric_factory(point, partial(ProbabilisticMetrics, *common, **band_options), levels)
 
-    def engine_options(self, levels=None) -> dict:
-        """The engine arguments that come from the data: the metrics (for a forecast at quantile ``levels``, if
-        given) and the training loss's weights."""
+    def engine_options(self, levels=None, members: int | None = None) -> dict:
+        """The engine arguments that come from the data: the metrics (for a forecast at quantile ``levels`` or of
+        ``members`` ensemble members, if given) and the training loss's weights."""
         loss_weights = None
         if self.loss_weighting == "area_over_std":
             area = self.series.geometry.area_weights()[:, None]  # [N, 1]
             loss_weights = torch.from_numpy(area / self.scaler.std).float()  # [N, C]
-        return {"metrics": self.metric_factory(levels=levels), "loss_weights": loss_weights}
+        return {"metrics": self.metric_factory(levels=levels, members=members), "loss_weights": loss_weights}
 
     def period(self, split: str) -> dict[str, np.ndarray]:
         """Values [T_s, N, C] (0 where missing), mask and calendar [T_s, K] of one split's period, in memory

@@ -12,6 +12,11 @@ beside them (``test/crps_h12``, ``test/coverage90_avg``; :mod:`stlm.metrics.prob
 validation predictions at the end of every validation pass (:mod:`stlm.metrics.calibration`), so the saved
 checkpoints carry the bands calibrated for their own weights; the validation metrics of a pass use the scale of
 the pass before it.
+
+A model with ``ensemble_members`` (``model.ensemble=M``, :mod:`stlm.models.ensemble`) trains as the point model it
+wraps and forecasts M members [B, H, N, C, M] in eval mode: the point metrics and the evaluation loss score the
+members' median, the band metrics the fair CRPS and the members' central interval, and its spread scale is
+refitted on every validation pass as a quantile band is (:mod:`stlm.metrics.spread_calibration`).
 """
 
 from __future__ import annotations
@@ -25,10 +30,9 @@ import torch
 from torch import nn
 
 from stlm.data.scalers import StandardScaler, to_original_units
-from stlm.metrics.calibration import MIN_SCALE, RANGE, BandCalibration
 from stlm.metrics.horizon import ForecastMetrics
 from stlm.metrics.masked import masked_loss, weight_mask
-from stlm.metrics.probabilistic import pinball
+from stlm.metrics.probabilistic import ensemble_median, pinball
 
 SPLIT_PREFIXES = ("val", "test")
 
@@ -65,7 +69,7 @@ class ForecastingEngine(pl.LightningModule):
             per-horizon metrics. ``compute()`` must return ``mae_avg``; ``update(pred, batch)``.
         loss_weights: optional [N, C] weights of the training loss (grids: cos-latitude / channel std), so
             the loss is ``sum w m err / sum w m``; None keeps the plain masked mean.
-        calibrate_bands: refit the model's ``band_scale`` (quantile models) on every validation pass.
+        calibrate_bands: refit the model's ``band_scale`` (quantile and ensemble models) on every validation pass.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class ForecastingEngine(pl.LightningModule):
         self.loss_fn = masked_loss(loss)
         levels = getattr(model, "quantile_levels", None)
         self.quantile_levels = None if levels is None else levels.detach().clone()
+        self.ensemble_members = getattr(model, "ensemble_members", None)
         if self.quantile_levels is not None and loss != "mae":
             raise ValueError(f"engine.loss={loss!r} with model.quantiles: quantiles are trained with the pinball loss "
                              "(the quantile form of the MAE); set engine.loss=mae")
@@ -101,14 +106,15 @@ class ForecastingEngine(pl.LightningModule):
         self.register_buffer("loss_weights", loss_weights, persistent=False)
         self.calibrate_bands = calibrate_bands
         if self.band_scale is not None:
-            self.band_calibration = BandCalibration(horizon, self.quantile_levels)
+            self.band_calibration = self.band_scale.new_calibration()
         # Filled by the entry point; saved with every checkpoint (config, data spec) so a forecast job can
         # rebuild the model without the original command line.
         self.checkpoint_metadata: dict[str, Any] = {}
 
     @property
     def band_scale(self):
-        """The model's :class:`~stlm.nn.band_scale.BandScale` when it is to be calibrated here, else None."""
+        """The model's :class:`~stlm.nn.band_scale.BandScale` (quantiles) or
+        :class:`~stlm.nn.spread_scale.SpreadScale` (ensembles) when it is to be calibrated here, else None."""
         return getattr(self.model, "band_scale", None) if self.calibrate_bands else None
 
     @property
@@ -116,7 +122,8 @@ class ForecastingEngine(pl.LightningModule):
         return any(p.requires_grad for p in self.model.parameters())
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Predictions in original units, [B, H, N, C] (quantiles: [B, H, N, C, Q])."""
+        """Predictions in original units, [B, H, N, C] (quantiles: [B, H, N, C, Q]; ensembles in eval mode:
+        [B, H, N, C, M])."""
         return to_original_units(self.model(batch), self.scale_mean, self.scale_std)
 
     # ------------------------------------------------------------------ steps
@@ -133,6 +140,8 @@ class ForecastingEngine(pl.LightningModule):
 
     def _loss(self, pred: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         if self.quantile_levels is None:
+            if pred.dim() == batch["y"].dim() + 1:  # ensemble members (eval mode): the loss of their median
+                pred = ensemble_median(pred)
             return self.loss_fn(pred, batch["y"], batch["mask"], self.loss_weights)
         # Pinball loss, averaged over the levels, then the masked (weighted) mean over targets as for the MAE.
         wm = weight_mask(batch["mask"], self.loss_weights)
@@ -192,8 +201,7 @@ class ForecastingEngine(pl.LightningModule):
         validation pass does; nothing happens for point models or with ``calibrate_bands=false``."""
         if self.band_scale is None:
             return
-        calibration = BandCalibration(self.band_scale.scale.shape[0], self.quantile_levels, sync_on_compute=False)
-        calibration.to(self.device)
+        calibration = self.band_scale.new_calibration(sync_on_compute=False).to(self.device)
         was_training = self.training
         self.eval()
         for batch in dataloader:
@@ -202,12 +210,12 @@ class ForecastingEngine(pl.LightningModule):
         self.train(was_training)
         self._refit_band_scale(calibration)
 
-    def _refit_band_scale(self, calibration: BandCalibration) -> None:
-        """Multiply the band scale by the factors the accumulated ratios ask for (they were measured on
+    def _refit_band_scale(self, calibration) -> None:
+        """Multiply the band scale by the factors the accumulated statistics ask for (they were measured on
         predictions made with the current scale), then start a new accumulation. The product is kept inside
-        the factor range too, so no run of refits can compound a band past RANGE times the head's own."""
+        the calibration's factor bounds too, so no run of refits can compound a band past them."""
         factors = calibration.compute().to(self.band_scale.scale)
-        self.band_scale.scale.copy_((self.band_scale.scale * factors).clamp(MIN_SCALE, RANGE))
+        self.band_scale.scale.copy_((self.band_scale.scale * factors).clamp(*calibration.bounds))
         calibration.reset()
 
     def _log_epoch_metrics(self, prefix: str) -> None:

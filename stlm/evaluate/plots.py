@@ -7,6 +7,9 @@
   (the last by default), by valid time, so the band can be read against what happened;
 * grids, ``maps.png``: forecast (the median, for quantiles), truth and error maps of the first init time at
   chosen leads, and for quantiles the width of the 90% band.
+
+Ensemble forecasts (a ``member`` dimension) are drawn as the quantile forecasts of their members
+(:func:`member_quantiles`: the members' empirical 5, 25, 50, 75 and 95% quantiles).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from stlm.evaluate.truth import Truth
-from stlm.forecast.layout import QUANTILE_DIM
+from stlm.forecast.layout import MEMBER_DIM, QUANTILE_DIM
 from stlm.metrics.horizon import lead_name
 from stlm.io.figures import pyplot, save_figure
 
@@ -49,6 +52,18 @@ def plot_error_by_horizon(metrics: dict[str, float], path: Path) -> Path:
     return save_figure(fig, path, dpi=100)
 
 
+BAND_LEVELS = (0.05, 0.25, 0.5, 0.75, 0.95)  # what the band plots draw
+
+
+def member_quantiles(forecasts: xr.Dataset) -> xr.Dataset:
+    """An ensemble forecast as the quantiles of its members at :data:`BAND_LEVELS` (``quantile`` last); any
+    other forecast as it is."""
+    if MEMBER_DIM not in forecasts.dims:
+        return forecasts
+    out = forecasts.quantile(list(BAND_LEVELS), dim=MEMBER_DIM, keep_attrs=True)
+    return out.transpose(..., QUANTILE_DIM)
+
+
 def _level(var: xr.DataArray, level: float) -> xr.DataArray:
     """The quantile of ``var`` at ``level`` (the nearest level the file holds)."""
     return var.sel({QUANTILE_DIM: level}, method="nearest")
@@ -62,8 +77,8 @@ def _has_levels(var: xr.DataArray, *levels: float) -> bool:
 def plot_sensor_fan(forecasts: xr.Dataset, truth: Truth, sensors: Sequence[str] | None, path: Path,
                     max_init_times: int = 48, lead: int | None = None) -> Path:
     """Observations and forecast trajectories of the first ``max_init_times`` init times, every third one
-    (quantile forecasts: :func:`plot_sensor_band` at ``lead``)."""
-    if QUANTILE_DIM in forecasts.dims:
+    (quantile and ensemble forecasts: :func:`plot_sensor_band` at ``lead``)."""
+    if QUANTILE_DIM in forecasts.dims or MEMBER_DIM in forecasts.dims:
         return plot_sensor_band(forecasts, truth, sensors, path, lead=lead)
     plt = pyplot()
     channel = truth.channels[0]
@@ -104,6 +119,7 @@ def plot_sensor_band(forecasts: xr.Dataset, truth: Truth, sensors: Sequence[str]
     ids = [str(s) for s in (forecasts.sensor_id.values if "sensor_id" in forecasts.coords else range(forecasts.sizes["node"]))]
     chosen = [str(s) for s in sensors] if sensors else ids[:3]
     sub = forecasts.isel(init_time=slice(0, min(max_init_times, forecasts.sizes["init_time"])), lead_time=lead - 1)
+    sub = member_quantiles(sub)
     valid = sub.init_time.values + forecasts.lead_time.values[lead - 1]
     targets = truth.targets(valid[:, None])
     var = sub[channel]
@@ -134,12 +150,12 @@ def plot_grid_maps(forecasts: xr.Dataset, truth: Truth, leads: Sequence[int] | N
     channel = truth.channels[0]
     H = forecasts.sizes["lead_time"]
     leads = [h for h in (leads or sorted({1, max(1, H // 2), H})) if 1 <= h <= H]
-    sub = forecasts.isel(init_time=slice(0, 1))
+    sub = member_quantiles(forecasts.isel(init_time=slice(0, 1)))
     valid = sub.init_time.values[:, None] + sub.lead_time.values[None, :]
     targets = truth.targets(valid)
     shape = (forecasts.sizes["lat"], forecasts.sizes["lon"])
     extent = [float(forecasts.lon.min()), float(forecasts.lon.max()), float(forecasts.lat.min()), float(forecasts.lat.max())]
-    quantiles = QUANTILE_DIM in forecasts.dims
+    quantiles = QUANTILE_DIM in sub.dims
     fig, axes = plt.subplots(len(leads), 4 if quantiles else 3, figsize=(14.5 if quantiles else 11, 3 * len(leads)), squeeze=False)
     for row, h in zip(axes, leads):
         at = sub[channel].isel(init_time=0, lead_time=h - 1)

@@ -130,7 +130,8 @@ def run_forecast(cfg: DictConfig, after_chunk: Callable[[int], None] | None = No
 
     interval = pd.Timedelta(minutes=spec.interval_minutes)
     levels = getattr(trained.model, "quantile_levels", None)
-    coords = coordinates(init.times, spec.horizon, interval, data.geometry, None if levels is None else levels.tolist())
+    coords = coordinates(init.times, spec.horizon, interval, data.geometry, None if levels is None else levels.tolist(),
+                         members=getattr(trained.model, "ensemble_members", None))
     job = _job_id(trained.fingerprint, init.times, dataset_cfg, {"format": cfg.format, "chunk": cfg.chunk_size})
     rename = to_wb2 if cfg.format == "wb2" else (lambda ds: ds)
     K = len(init.starts)

@@ -11,6 +11,8 @@ Sensors::
 Quantile forecasts (``model.quantiles``) add a last dimension: ``<channel>(init_time, lead_time, node, quantile)``
 with the coordinate ``quantile(quantile)``, the probability level of each quantile (``long_name`` "quantile level",
 units 1): ``ds.speed.sel(quantile=0.5)`` is the median, the point forecast the point metrics score.
+Ensemble forecasts (``model.ensemble=M``) add ``member`` instead (coordinate 0 .. M-1, ``standard_name``
+realization, the CF name of an ensemble axis): ``ds.speed.median("member")`` is the point forecast.
 
 Grids: ``<channel>(init_time, lead_time, lat, lon)`` with 1-D ``lat``/``lon`` in degrees (ascending
 latitude, longitude in [-180, 180)). ``format=wb2`` renames to the WeatherBench 2 names: ``time``,
@@ -31,11 +33,15 @@ WB2_NAMES = {"init_time": "time", "lead_time": "prediction_timedelta", "lat": "l
 
 
 QUANTILE_DIM = "quantile"
+MEMBER_DIM = "member"
+PROBABILISTIC_DIMS = (QUANTILE_DIM, MEMBER_DIM)  # at most one of them: the last dim of a forecast variable
 
 
-def coordinates(init_times: pd.DatetimeIndex, horizon: int, interval: pd.Timedelta, geometry, levels=None) -> dict:
+def coordinates(init_times: pd.DatetimeIndex, horizon: int, interval: pd.Timedelta, geometry, levels=None,
+                members: int | None = None) -> dict:
     """The coordinates of a forecast over ``init_times`` on the data's ``geometry`` (its spatial coordinates:
-    :meth:`stlm.data.sources.geometry.Geometry.space_coords`), and the quantile ``levels`` if it has them."""
+    :meth:`stlm.data.sources.geometry.Geometry.space_coords`), and the quantile ``levels`` or the number of
+    ensemble ``members`` if it has them."""
     leads = pd.to_timedelta(np.arange(1, horizon + 1) * interval)
     valid = init_times.values[:, None] + leads.values[None, :]
     coords = {
@@ -48,17 +54,22 @@ def coordinates(init_times: pd.DatetimeIndex, horizon: int, interval: pd.Timedel
         coords[QUANTILE_DIM] = (QUANTILE_DIM, np.round(np.asarray(levels, dtype=np.float64), 6),
                                 {"long_name": "quantile level", "units": "1",
                                  "comment": "probability of a value at or below the forecast quantile"})
+    if members is not None:
+        coords[MEMBER_DIM] = (MEMBER_DIM, np.arange(members, dtype=np.int32),
+                              {"standard_name": "realization", "long_name": "ensemble member",
+                               "comment": "equally likely members (MC dropout); score with the fair CRPS"})
     return {**coords, **geometry.space_coords()}
 
 
 def forecast_dims(space_dims: tuple[str, ...], coords: dict) -> tuple[str, ...]:
-    """The dims of every forecast variable: init and lead time, the space dims, and ``quantile`` if present."""
-    return ("init_time", "lead_time", *space_dims, *((QUANTILE_DIM,) if QUANTILE_DIM in coords else ()))
+    """The dims of every forecast variable: init and lead time, the space dims, and ``quantile`` or ``member``
+    if present."""
+    return ("init_time", "lead_time", *space_dims, *(d for d in PROBABILISTIC_DIMS if d in coords))
 
 
 def forecast_dataset(values: np.ndarray, coords: dict, channels, units, space_dims: tuple[str, ...], attrs: dict) -> xr.Dataset:
-    """A forecast Dataset from ``values`` [K, H, N, C] or quantiles [K, H, N, C, Q] (N = lat x lon for grids,
-    latitude-major)."""
+    """A forecast Dataset from ``values`` [K, H, N, C], quantiles [K, H, N, C, Q] or members [K, H, N, C, M]
+    (N = lat x lon for grids, latitude-major)."""
     dims = forecast_dims(space_dims, coords)
     shape = tuple(len(coords[d][1]) for d in dims[2:])
     values = values if values.ndim == 5 else values[..., None]

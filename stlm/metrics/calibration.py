@@ -38,6 +38,7 @@ class BandCalibration(Metric):
     ``compute`` gives the factors."""
 
     full_state_update = False
+    bounds = (MIN_SCALE, RANGE)  # the engine keeps the product of refits inside these too
 
     def __init__(self, horizon: int, levels, **kwargs):
         super().__init__(**kwargs)

@@ -195,23 +195,29 @@ class ProbabilisticMetrics(Metric):
         return keyed_values(groups, self.suffixes)
 
 
-class QuantileForecastMetrics(nn.Module):
-    """The scores of quantile forecasts [B, H, N, C, Q]: the point metrics of the median (``mae_h12``,
-    ``rmse_lead6h``, ... keep their meaning) and the band scores (``crps_h12``, ``coverage90_h12``, ...).
+def ensemble_median(members: torch.Tensor) -> torch.Tensor:
+    """The point forecast of an ensemble: the median of its members [..., M] -> [...] (the mean of the two middle
+    members when M is even)."""
+    return torch.quantile(members, 0.5, dim=-1) if members.shape[-1] % 2 == 0 else members.median(-1).values
+
+
+class BandForecastMetrics(nn.Module):
+    """The scores of quantile forecasts [B, H, N, C, Q] or ensembles [B, H, N, C, M]: the point metrics of the
+    median (``mae_h12``, ``rmse_lead6h``, ... keep their meaning; for an ensemble the members' median) and the
+    band scores (``crps_h12``, ``coverage90_h12``, ...; the fair CRPS for an ensemble).
 
     Args:
         point: the data's point metric (:class:`~stlm.metrics.horizon.ForecastMetrics`).
-        bands: a :class:`ProbabilisticMetrics` with the forecast's levels.
+        bands: a :class:`ProbabilisticMetrics` with the forecast's levels (None: ensemble members).
     """
 
     def __init__(self, point: Metric, bands: ProbabilisticMetrics):
         super().__init__()
-        if bands.levels is None:
-            raise ValueError("QuantileForecastMetrics needs the quantile levels of the forecast")
-        self.point, self.bands, self.median = point, bands, median_index(bands.levels)
+        self.point, self.bands = point, bands
+        self.median = None if bands.levels is None else median_index(bands.levels)
 
     def update(self, forecast: torch.Tensor, batch: dict) -> None:
-        self.point.update(forecast[..., self.median], batch)
+        self.point.update(ensemble_median(forecast) if self.median is None else forecast[..., self.median], batch)
         self.bands.update(forecast, batch)
 
     def compute(self) -> dict[str, torch.Tensor]:
@@ -222,10 +228,11 @@ class QuantileForecastMetrics(nn.Module):
         self.bands.reset()
 
 
-def quantile_metric_factory(point_factory, band_factory, levels):
-    """``f(mape_min_abs=..., **metric_kwargs) -> QuantileForecastMetrics`` from the data's two factories
-    (``mape_min_abs`` is the point metric's; ``sync_on_compute`` and the like go to both)."""
-    def build(mape_min_abs: float = 0.0, **metric_kwargs) -> QuantileForecastMetrics:
+def band_metric_factory(point_factory, band_factory, levels):
+    """``f(mape_min_abs=..., **metric_kwargs) -> BandForecastMetrics`` from the data's two factories, for
+    quantiles at ``levels`` or (None) ensemble members (``mape_min_abs`` is the point metric's;
+    ``sync_on_compute`` and the like go to both)."""
+    def build(mape_min_abs: float = 0.0, **metric_kwargs) -> BandForecastMetrics:
         point = point_factory(mape_min_abs=mape_min_abs, **metric_kwargs)
-        return QuantileForecastMetrics(point, band_factory(levels=levels, **metric_kwargs))
+        return BandForecastMetrics(point, band_factory(levels=levels, **metric_kwargs))
     return build

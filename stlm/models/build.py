@@ -5,7 +5,9 @@ One function for the training job and the checkpoint reader, so a model is rebui
 * a model with a quantile head (``quantile_head = True``: STLM, the grid model) gets the levels;
 * a fitted model (no trainable parameter: last value, historical average, persistence, climatology, ...) is
   wrapped in :class:`~stlm.models.residual_bands.ResidualBands` (empirical quantiles of its training residuals);
-* a trained model without a quantile head is refused, naming the ones that have one.
+* a trained model without a quantile head is refused, naming the ones that have one;
+* ``model.ensemble=M`` wraps the model in :class:`~stlm.models.ensemble.MCDropoutEnsemble` (M members by MC
+  dropout), instead of quantiles.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from hydra.utils import instantiate
 
 from stlm.data.spec import DataSpec
 from stlm.metrics.probabilistic import parse_levels
+from stlm.models.ensemble import MCDropoutEnsemble
 from stlm.models.residual_bands import ResidualBands
 
 _UNSET = object()
 
 # Keys of a model config that this builder reads and the model's constructor never sees.
-BUILDER_KEYS = ("quantiles",)
+BUILDER_KEYS = ("quantiles", "ensemble")
 
 
 def build_model(model_cfg, spec: DataSpec, quantiles=_UNSET):
@@ -28,7 +31,13 @@ def build_model(model_cfg, spec: DataSpec, quantiles=_UNSET):
     factory = instantiate(model_cfg, _partial_=True)
     kwargs = dict(factory.keywords)
     configured = kwargs.pop("quantiles", None)
+    members = kwargs.pop("ensemble", None)
     levels = parse_levels(configured if quantiles is _UNSET else quantiles)
+    if members is not None:
+        if levels is not None:
+            raise ValueError(f"model.quantiles={configured} and model.ensemble={members}: a forecast is either quantiles "
+                             "or ensemble members; set one of them to null")
+        return MCDropoutEnsemble(factory.func(*factory.args, spec=spec, **kwargs), members, spec.horizon)
     if levels is None:
         return factory.func(*factory.args, spec=spec, **kwargs)
     if getattr(factory.func, "quantile_head", False):

@@ -88,7 +88,7 @@ class DiffusionConv(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, n_hops: int, dropout: float):
         super().__init__()
-        self.dropout = dropout
+        self.dropout = nn.Dropout(dropout)  # a module, so MC dropout (stlm.models.ensemble) can switch it on
         self.identity = nn.Linear(c_in, c_out)  # W_0 and the bias
         self.hops = nn.ModuleList(nn.Linear(c_in, c_out, bias=False) for _ in range(n_hops))  # W_1 .. W_n
 
@@ -98,7 +98,7 @@ class DiffusionConv(nn.Module):
         L, N, B, _ = out.shape
         for M, W in zip(hop_matrices, self.hops):
             out = out + (M @ W(z).view(L, N, -1)).view(out.shape)  # M broadcast over the L steps
-        return F.dropout(out, self.dropout, self.training)
+        return self.dropout(out)
 
 
 class GraphWaveNet(nn.Module):

@@ -32,6 +32,7 @@ class BandScale(nn.Module):
     def __init__(self, horizon: int, levels: torch.Tensor):
         super().__init__()
         self.median = median_index(torch.as_tensor(levels))
+        self.register_buffer("levels", torch.as_tensor(levels, dtype=torch.float64), persistent=False)
         self.register_buffer("scale", torch.ones(horizon, len(levels)))  # identity until fitted; in checkpoints
 
     def forward(self, q: torch.Tensor) -> torch.Tensor:
@@ -40,3 +41,9 @@ class BandScale(nn.Module):
         centre = q[..., self.median : self.median + 1]
         scale = self.scale.to(q.dtype).view(1, q.shape[1], *([1] * (q.dim() - 3)), q.shape[-1])
         return torch.sort(centre + scale * (q - centre), dim=-1).values
+
+    def new_calibration(self, **metric_kwargs):
+        """The metric that fits this scale's factors on held-out predictions."""
+        from stlm.metrics.calibration import BandCalibration
+
+        return BandCalibration(self.scale.shape[0], self.levels, **metric_kwargs)

@@ -64,10 +64,12 @@ def run_stdin(cfg: DictConfig) -> int:
         record = {
             "issued_at": forecast.issued_at.isoformat(),
             "valid_times": [t.isoformat() for t in forecast.valid_times],
-            "values": np.round(forecast.values, 4).tolist(),  # [H][N][C] (quantile models: [H][N][C][Q])
+            "values": np.round(forecast.values, 4).tolist(),  # [H][N][C] (quantiles [H][N][C][Q], members [..][M])
         }
         if forecast.levels is not None:
             record["quantiles"] = forecast.levels.tolist()
+        if forecast.members is not None:
+            record["members"] = forecast.members
         print(json.dumps(record), flush=True)
         count += 1
         if count % cfg.save_every == 0:

@@ -70,7 +70,7 @@ def replay(
         chunk_times.append(forecast.issued_at.value)
         chunk_values.append(forecast.values)
         if len(chunk_times) == save_every or t == stop - 1:
-            _write_chunk(output, chunk_times, chunk_values, streamer.levels)
+            _write_chunk(output, chunk_times, chunk_values, streamer.levels, streamer.members)
             written += len(chunk_times)
             chunk_times, chunk_values = [], []
             streamer.save(state_path)
@@ -81,10 +81,13 @@ def replay(
     return written
 
 
-def _write_chunk(output: Path, times: list[int], values: list[np.ndarray], levels: np.ndarray | None = None) -> None:
+def _write_chunk(output: Path, times: list[int], values: list[np.ndarray], levels: np.ndarray | None = None,
+                 members: int | None = None) -> None:
     first = pd.Timestamp(times[0]).strftime("%Y%m%dT%H%M%S")
     buffer = io.BytesIO()
     extra = {} if levels is None else {"quantile": np.asarray(levels, dtype=np.float64)}
+    if members is not None:
+        extra["member"] = np.arange(members, dtype=np.int32)
     np.savez(buffer, issued_at=np.asarray(times, dtype=np.int64), values=np.stack(values).astype(np.float32), **extra)
     atomic_write_bytes(Path(output) / "forecasts" / f"chunk_{first}.npz", buffer.getvalue())
 

@@ -42,6 +42,7 @@ class Forecast:
     valid_times: pd.DatetimeIndex  # [H]
     values: np.ndarray  # [H, N, C] original units; [H, N, C, Q] for a quantile model
     levels: np.ndarray | None = None  # [Q] the quantile levels of the last axis (None: point forecasts)
+    members: int | None = None  # M, for an ensemble model: values [H, N, C, M] (equally likely members)
 
 
 class Streamer:
@@ -54,6 +55,7 @@ class Streamer:
         self.recurrent = hasattr(self.model, "step")
         levels = getattr(self.model, "quantile_levels", None)
         self.levels = None if levels is None else np.round(levels.numpy().astype(np.float64), 6)
+        self.members = getattr(self.model, "ensemble_members", None)  # MC dropout: windowed, as it has no step
         if self.recurrent:
             self.state = self.model.init_state(batch=1)
         else:  # the last `window` observations in original units, NaN = missing (oldest first)
@@ -103,7 +105,7 @@ class Streamer:
                 forecast = self._window_forecast(values, timestamp, y_time)
             out = self.scaler.inverse_transform(forecast)[0].numpy()
         self.last_time, self.steps_seen = timestamp, self.steps_seen + 1
-        return Forecast(issued_at=timestamp, valid_times=valid, values=out, levels=self.levels)
+        return Forecast(issued_at=timestamp, valid_times=valid, values=out, levels=self.levels, members=self.members)
 
     def _window_forecast(self, values: np.ndarray, timestamp: pd.Timestamp, y_time: torch.Tensor) -> torch.Tensor:
         """Shift the observation into the window and forecast from the window, as a batch of one sample

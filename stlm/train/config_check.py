@@ -9,6 +9,7 @@ read, and raises :class:`ConfigError` for
 * a mandatory value (``???``) that was not given;
 * a key that the ``_target_`` it configures does not accept (and the constructor takes no ``**kwargs``);
 * a string where the constructor accepts only numbers or booleans (``int``, ``float``, ``bool`` annotations);
+* ``model.ensemble`` that is not null or an integer >= 2, or set together with ``model.quantiles``;
 * ``model.quantiles`` that are not null, ``default`` or increasing levels in (0, 1) with the median (the model
   builder's own key, :data:`stlm.models.build.BUILDER_KEYS`, which no constructor sees).
 
@@ -161,6 +162,13 @@ def check_config(cfg: DictConfig) -> None:
             parse_levels(cfg.model.quantiles)
         except ValueError as err:
             problems.append(str(err))
+    members = cfg.model.get("ensemble") if "model" in cfg else None
+    if members is not None and (isinstance(members, bool) or not isinstance(members, int) or members < 2):
+        problems.append(f"model.ensemble={members!r}: give the number of ensemble members, an integer >= 2 "
+                        "(e.g. model.ensemble=16), or null for point forecasts")
+    elif members is not None and cfg.model.get("quantiles") is not None:
+        problems.append(f"model.ensemble={members} with model.quantiles={cfg.model.quantiles}: a forecast is either "
+                        "quantiles or ensemble members; set one of them to null")
     if problems:
         raise ConfigError("Invalid configuration:\n  " + "\n  ".join(problems))
 

@@ -28,6 +28,7 @@ from stlm.io.atomic import atomic_write_text
 from stlm.metrics.horizon import summary_columns
 from stlm.metrics.tables import metrics_table
 from stlm.models.build import build_model
+from stlm.models.ensemble import MCDropoutEnsemble
 from stlm.train.runs import RunRecord, resolve_checkpoint
 from stlm.tracking.sweeps import find_finished_run, should_skip
 from stlm.tracking.store import (
@@ -86,13 +87,15 @@ def build_engine(model_cfg: DictConfig, engine_cfg: DictConfig, datamodule, **mo
     """Model (sizes from the data; fitted from the training period if it has ``fit_from_data``) in its engine;
     ``model_options`` go to :func:`stlm.models.build.build_model` (``quantiles``)."""
     model = build_model(model_cfg, datamodule.spec, **model_options)
-    if hasattr(model, "fit_from_data"):
-        model.fit_from_data(datamodule)
-    if getattr(model, "init_weights", None):  # fine-tuning: the checkpoint's network, this data's fitted parts
-        load_weights_into(model, model.init_weights, skip_prefixes=getattr(model, "fitted_prefixes", ()))
+    network = model.model if isinstance(model, MCDropoutEnsemble) else model  # what the data fits and weights load into
+    if hasattr(network, "fit_from_data"):
+        network.fit_from_data(datamodule)
+    if getattr(network, "init_weights", None):  # fine-tuning: the checkpoint's network, this data's fitted parts
+        load_weights_into(network, network.init_weights, skip_prefixes=getattr(network, "fitted_prefixes", ()))
     # The data's metrics (token weights, key style) and loss weights: SpatioTemporalDataModule.engine_options.
     levels = getattr(model, "quantile_levels", None)
-    options = datamodule.engine_options(levels=None if levels is None else levels.tolist())
+    options = datamodule.engine_options(levels=None if levels is None else levels.tolist(),
+                                        members=getattr(model, "ensemble_members", None))
     return instantiate(engine_cfg, _partial_=True)(model=model, scaler=datamodule.scaler, horizon=datamodule.spec.horizon, **options)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from stlm.models.build import build_model
 from stlm.data.sources.geometry import cell_coords, static_features
 from stlm.data.spec import DataSpec
 from stlm.models.climate_baselines import Climatology, Persistence
@@ -108,7 +109,7 @@ def test_grid_config_builds_on_the_climate_default_and_never_sees_targets(compos
     assert cfg.model._target_ == "stlm.models.grid.GridForecaster" and cfg.model.patch == 4 and "patch" not in cfg.dataset
     dm = instantiate(cfg.dataset.datamodule)
     dm.setup()
-    model = instantiate(cfg.model, _partial_=True)(spec=dm.spec)
+    model = build_model(cfg.model, dm.spec)
     model.fit_from_data(dm)
     model.eval()
     batch = next(iter(dm.test_dataloader()))
@@ -180,7 +181,7 @@ def test_validation_fitted_weights_forecast_and_training_keeps_the_training_fit(
                          "model.anomaly_fit=val", "model.learn_anomaly=false"])
     dm = instantiate(cfg.dataset.datamodule)
     dm.setup()
-    model = instantiate(cfg.model, _partial_=True)(spec=dm.spec)
+    model = build_model(cfg.model, dm.spec)
     model.fit_from_data(dm)
     assert "beta" not in dict(model.named_parameters()) and not torch.equal(model.beta, model.beta_val)
     assert (model.beta_val >= 0).all() and (model.beta >= 0).all()

@@ -11,6 +11,7 @@ import functools
 import pytest
 import torch
 
+from stlm.models.build import build_model
 from stlm.data.spec import DataSpec
 from stlm.models.forecaster import STLMForecaster
 from stlm.nn.spatial import GlobalAttention
@@ -131,9 +132,7 @@ def test_time_chunk_must_be_a_positive_integer(bad):
 
 
 def test_config_option_builds_a_chunked_model(compose_train):
-    from hydra.utils import instantiate
-
     assert compose_train().model.time_chunk is None  # off by default: short windows are untouched
     cfg = compose_train(["model.time_chunk=64", "model.d_model=16"])
-    model = instantiate(cfg.model, _partial_=True)(spec=SPEC)
+    model = build_model(cfg.model, SPEC)
     assert model.time_chunk == 64

@@ -45,10 +45,13 @@ def test_unknown_key_gets_hydras_message(tmp_path):
     ("dataset=metr_la", r"dataset\.path: a required value is missing"),
     ("model.quantiles=[0.1,0.9]", r"model\.quantiles=\[0\.1, 0\.9\]: include the median 0\.5"),
     ("model.quantiles=all", r"model\.quantiles='all': give null .*default"),
+    ("model.ensemble=1", r"model\.ensemble=1: give the number of ensemble members, an integer >= 2"),
+    ("model.ensemble=many", r"model\.ensemble='many': give the number of ensemble members"),
+    ("model.ensemble=8 model.quantiles=default", r"model\.ensemble=8 with model\.quantiles=default: .*set one of them to null"),
 ])
 def test_each_kind_of_error_names_the_key_to_fix(override, message):
     with pytest.raises(ConfigError, match=message):
-        check_config(compose("train", [override, "paths.output_dir=/unused"]))
+        check_config(compose("train", [*override.split(), "paths.output_dir=/unused"]))
 
 
 def _every_option() -> list[list[str]]:
