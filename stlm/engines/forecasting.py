@@ -91,7 +91,6 @@ class ForecastingEngine(pl.LightningModule):
         self.loss_fn = masked_loss(loss)
         levels = getattr(model, "quantile_levels", None)
         self.quantile_levels = None if levels is None else levels.detach().clone()
-        self.ensemble_members = getattr(model, "ensemble_members", None)
         if self.quantile_levels is not None and loss != "mae":
             raise ValueError(f"engine.loss={loss!r} with model.quantiles: quantiles are trained with the pinball loss "
                              "(the quantile form of the MAE); set engine.loss=mae")
@@ -182,17 +181,25 @@ class ForecastingEngine(pl.LightningModule):
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         return self(batch)
 
+    def _eval_pass(self, dataloader):
+        """``(batch, predictions)`` of one eval-mode pass over ``dataloader`` in this process (batches on this
+        device); the training mode is restored afterwards."""
+        was_training = self.training
+        self.eval()
+        try:
+            for batch in dataloader:
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                yield batch, self(batch)
+        finally:
+            self.train(was_training)
+
     @torch.no_grad()
     def evaluate(self, dataloader) -> dict[str, float]:
         """Metrics of one pass over ``dataloader`` in this process, without a Trainer (no distributed setup):
         ``{"mae_h1": ..., "mae_avg": ...}``."""
         metric = self.metric_factory(sync_on_compute=False).to(self.device)
-        was_training = self.training
-        self.eval()
-        for batch in dataloader:
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            _update_metric(metric, self(batch), batch)
-        self.train(was_training)
+        for batch, pred in self._eval_pass(dataloader):
+            _update_metric(metric, pred, batch)
         return {k: float(v) for k, v in metric.compute().items()}
 
     @torch.no_grad()
@@ -202,12 +209,8 @@ class ForecastingEngine(pl.LightningModule):
         if self.band_scale is None:
             return
         calibration = self.band_scale.new_calibration(sync_on_compute=False).to(self.device)
-        was_training = self.training
-        self.eval()
-        for batch in dataloader:
-            batch = {k: v.to(self.device) for k, v in batch.items()}
-            calibration.update(self(batch), batch["y"], weight_mask(batch["mask"], self.loss_weights))
-        self.train(was_training)
+        for batch, pred in self._eval_pass(dataloader):
+            calibration.update(pred, batch["y"], weight_mask(batch["mask"], self.loss_weights))
         self._refit_band_scale(calibration)
 
     def _refit_band_scale(self, calibration) -> None:

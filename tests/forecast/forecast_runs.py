@@ -9,7 +9,7 @@ _TESTS = Path(__file__).resolve().parents[1]
 if str(_TESTS) not in sys.path:
     sys.path.insert(0, str(_TESTS))
 
-from tiny_runs import compose, train_tiny  # noqa: E402
+from tiny_runs import TINY_TRAFFIC, compose, train_tiny  # noqa: E402
 
 MODEL_NAME = "tiny_traffic"
 
@@ -30,3 +30,18 @@ def forecast_cfg(output: Path, *overrides: str):
 
 def evaluate_cfg(forecasts: Path, uri: str, *overrides: str):
     return compose("evaluate", [f"forecasts={forecasts}", f"mlflow.tracking_uri={uri}", *overrides])
+
+
+def train_probabilistic(root: Path, *overrides: str) -> dict:
+    """A tiny traffic run with ``overrides`` (``model.quantiles=default``, ``model.ensemble=8``, ...): its best
+    checkpoint, test and baseline metrics, and ``root``."""
+    import json
+
+    from stlm.train import run
+
+    cfg = compose("train", [*TINY_TRAFFIC, *overrides, "logger=none", f"paths.outputs_root={root}",
+                            f"paths.output_dir={root / 'run'}"])
+    result = run(cfg)
+    record = json.loads((root / "run" / "run.json").read_text())
+    return {"checkpoint": Path(result["best_checkpoint"]), "test": record["test_metrics"],
+            "baselines": record["baseline_metrics"], "root": root}

@@ -6,7 +6,6 @@ batches are the same: the scores agree to sampling noise, and a rerun of the sam
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,7 @@ import xarray as xr
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from forecast_runs import compose, evaluate_cfg, forecast_cfg
-from tiny_runs import TINY_TRAFFIC
+from forecast_runs import evaluate_cfg, forecast_cfg, train_probabilistic
 from stlm.engines.checkpoints import load_trained_model
 from stlm.evaluate import run_evaluation
 from stlm.forecast import run_forecast
@@ -29,14 +27,7 @@ MEMBERS = 8
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
-    from stlm.train import run
-
-    root = tmp_path_factory.mktemp("ensemble_train")
-    cfg = compose("train", [*TINY_TRAFFIC, f"model.ensemble={MEMBERS}", "model.dropout=0.1", "logger=none",
-                            f"paths.outputs_root={root}", f"paths.output_dir={root / 'run'}"])
-    result = run(cfg)
-    record = json.loads((root / "run" / "run.json").read_text())
-    return {"checkpoint": Path(result["best_checkpoint"]), "test": record["test_metrics"], "root": root}
+    return train_probabilistic(tmp_path_factory.mktemp("ensemble_train"), f"model.ensemble={MEMBERS}", "model.dropout=0.1")
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ metrics of the median, CRPS, coverage) and draws the band, and the streamer give
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +14,7 @@ import xarray as xr
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from forecast_runs import compose, evaluate_cfg, forecast_cfg
-from tiny_runs import TINY_TRAFFIC
+from forecast_runs import evaluate_cfg, forecast_cfg, train_probabilistic
 from stlm.engines.checkpoints import load_trained_model
 from stlm.evaluate import run_evaluation
 from stlm.forecast import run_forecast
@@ -26,15 +24,7 @@ from stlm.stream import Streamer
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict:
-    from stlm.train import run
-
-    root = tmp_path_factory.mktemp("quantile_train")
-    cfg = compose("train", [*TINY_TRAFFIC, "model.quantiles=default", "logger=none", f"paths.outputs_root={root}",
-                            f"paths.output_dir={root / 'run'}"])
-    result = run(cfg)
-    record = json.loads((root / "run" / "run.json").read_text())
-    return {"checkpoint": Path(result["best_checkpoint"]), "test": record["test_metrics"],
-            "baselines": record["baseline_metrics"], "root": root}
+    return train_probabilistic(tmp_path_factory.mktemp("quantile_train"), "model.quantiles=default")
 
 
 @pytest.fixture(scope="module")
