@@ -8,9 +8,10 @@ A quantile head trained with the pinball loss on the training split is often too
 90% band covered 74% of the test targets. The scale is fitted on the validation split after each validation
 pass (:class:`stlm.metrics.calibration.BandCalibration`, split-conformal recalibration of each level), saved
 with the weights, and applied only in eval mode, so training sees the raw head and every forecast (test, batch
-job, stream) sees the calibrated one. The sort keeps the band non-crossing where two levels' factors differ
-(Chernozhukov et al. 2010: sorting quantile estimates never increases their pinball loss). The median's own
-factor is 1 and it is never moved.
+job, stream) sees the calibrated one. By default the fit only widens (``engine.narrow_bands``): a factor below
+1 would trust a calm validation spell over the head's own training fit. The sort keeps the band non-crossing
+where two levels' factors differ (Chernozhukov et al. 2010: sorting quantile estimates never increases their
+pinball loss). The median's own factor is 1 and it is never moved.
 """
 
 from __future__ import annotations

@@ -111,13 +111,17 @@ def test_band_scale_is_identity_in_training_and_keeps_the_median_and_the_order()
 
 
 class ShiftingNoise(InMemorySource):
-    """A daily cycle whose noise doubles after the training period (std 1, then 2)."""
+    """A daily cycle whose noise std changes from ``before`` to ``after`` at the end of the training period."""
+
+    def __init__(self, before: float = 1.0, after: float = 2.0):
+        super().__init__()
+        self.before, self.after = before, after
 
     def load(self):
         ts = pd.date_range("2024-01-01", periods=120 * 24, freq="1h")
         rng = np.random.default_rng(0)
         cycle = 50 + 10 * np.sin(2 * np.pi * ts.hour.to_numpy() / 24)
-        std = np.where(np.arange(len(ts)) < 0.7 * len(ts), 1.0, 2.0)
+        std = np.where(np.arange(len(ts)) < 0.7 * len(ts), self.before, self.after)
         values = (cycle[:, None] + rng.normal(0, 1, (len(ts), 4)) * std[:, None])[..., None]
         return SpatioTemporalSeries(values=values.astype(np.float32), mask=np.ones_like(values, bool), timestamps=ts,
                                     node_ids=["a", "b", "c", "d"], channels=["v"], name="shifting")
@@ -139,3 +143,23 @@ def test_validation_calibration_restores_test_coverage_after_a_shift(calibrate):
         assert 0.86 < coverage < 0.94
     else:
         assert coverage < 0.75  # training residuals alone are too sure of themselves here
+
+
+@pytest.mark.parametrize("narrow_bands", [False, True])
+def test_a_calmer_validation_period_narrows_the_band_only_when_allowed(narrow_bands):
+    # The noise halves after training. By default the band is never made narrower than the fitted head's: a calm
+    # validation spell is weak evidence that the test period is calm too (ERA5's test week was not).
+    dm = SpatioTemporalDataModule(ShiftingNoise(before=2.0, after=1.0), window=6, horizon=3, batch_size=64)
+    dm.setup()
+    levels = [0.05, 0.25, 0.5, 0.75, 0.95]
+    model = ResidualBands(HistoricalAverage(dm.spec, profile="day"), levels, horizon=3)
+    model.fit_from_data(dm)
+    engine = ForecastingEngine(model, dm.scaler, horizon=3, metrics=dm.metric_factory(levels=levels),
+                               narrow_bands=narrow_bands)
+    engine.calibrate(dm.val_dataloader())
+    outer = model.band_scale.scale[:, [0, 4]]
+    coverage = engine.evaluate(dm.test_dataloader())["coverage90_avg"]
+    if narrow_bands:
+        assert (outer < 0.7).all() and 0.86 < coverage < 0.94
+    else:
+        assert torch.equal(outer, torch.ones_like(outer)) and coverage > 0.97
