@@ -45,3 +45,12 @@ def train_probabilistic(root: Path, *overrides: str) -> dict:
     record = json.loads((root / "run" / "run.json").read_text())
     return {"checkpoint": Path(result["best_checkpoint"]), "test": record["test_metrics"],
             "baselines": record["baseline_metrics"], "root": root}
+
+
+def forecast_test_split(trained: dict, filename: str) -> Path:
+    """The batch forecast file of ``trained`` (a :func:`train_probabilistic` result) over its test split."""
+    from stlm.forecast import run_forecast
+
+    out = trained["root"] / filename
+    run_forecast(forecast_cfg(out, f"checkpoint={trained['checkpoint']}", "init_times.split=test"))
+    return out

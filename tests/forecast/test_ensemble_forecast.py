@@ -16,10 +16,9 @@ import xarray as xr
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from forecast_runs import evaluate_cfg, forecast_cfg, train_probabilistic
+from forecast_runs import evaluate_cfg, forecast_test_split, train_probabilistic
 from stlm.engines.checkpoints import load_trained_model
 from stlm.evaluate import run_evaluation
-from stlm.forecast import run_forecast
 from stlm.stream import Streamer
 
 MEMBERS = 8
@@ -32,9 +31,7 @@ def trained(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def forecast_file(trained) -> Path:
-    out = trained["root"] / "members.nc"
-    run_forecast(forecast_cfg(out, f"checkpoint={trained['checkpoint']}", "init_times.split=test"))
-    return out
+    return forecast_test_split(trained, "members.nc")
 
 
 def test_training_logs_the_fair_crps_and_fits_the_spread(trained):
@@ -65,8 +62,7 @@ def test_member_file_opens_with_plain_xarray_and_scores_to_the_training_numbers(
 
 
 def test_forecast_job_and_streamer_are_reproducible(trained, forecast_file):
-    again = trained["root"] / "members_again.nc"
-    run_forecast(forecast_cfg(again, f"checkpoint={trained['checkpoint']}", "init_times.split=test"))
+    again = forecast_test_split(trained, "members_again.nc")
     with xr.open_dataset(forecast_file) as first, xr.open_dataset(again) as second:
         np.testing.assert_array_equal(first.speed.values, second.speed.values)  # seeded masks: the same file
     model = load_trained_model(trained["checkpoint"])

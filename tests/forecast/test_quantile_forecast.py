@@ -14,10 +14,9 @@ import xarray as xr
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from forecast_runs import evaluate_cfg, forecast_cfg, train_probabilistic
+from forecast_runs import evaluate_cfg, forecast_test_split, train_probabilistic
 from stlm.engines.checkpoints import load_trained_model
 from stlm.evaluate import run_evaluation
-from stlm.forecast import run_forecast
 from stlm.metrics.probabilistic import DEFAULT_LEVELS
 from stlm.stream import Streamer
 
@@ -29,9 +28,7 @@ def trained(tmp_path_factory) -> dict:
 
 @pytest.fixture(scope="module")
 def forecast_file(trained) -> Path:
-    out = trained["root"] / "quantiles.nc"
-    run_forecast(forecast_cfg(out, f"checkpoint={trained['checkpoint']}", "init_times.split=test"))
-    return out
+    return forecast_test_split(trained, "quantiles.nc")
 
 
 def test_training_logs_band_scores_beside_the_median_point_metrics(trained):
