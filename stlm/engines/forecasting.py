@@ -34,7 +34,6 @@ from stlm.data.scalers import StandardScaler, to_original_units
 from stlm.metrics.horizon import ForecastMetrics
 from stlm.metrics.masked import masked_loss, weight_mask
 from stlm.metrics.probabilistic import ensemble_median, pinball
-from stlm.nn.band_scale import BandScale
 
 SPLIT_PREFIXES = ("val", "test")
 
@@ -230,7 +229,7 @@ class ForecastingEngine(pl.LightningModule):
         the calibration's factor bounds too, so no run of refits can compound a band past them."""
         factors = calibration.compute().to(self.band_scale.scale)
         low, high = calibration.bounds
-        if not self.narrow_bands and isinstance(self.band_scale, BandScale):
+        if not self.narrow_bands and self.band_scale.fitted_on_training:
             low = max(low, 1.0)  # the product is the band relative to the head's own: never narrower
         self.band_scale.scale.copy_((self.band_scale.scale * factors).clamp(low, high))
         calibration.reset()

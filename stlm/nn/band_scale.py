@@ -30,6 +30,10 @@ class BandScale(nn.Module):
         levels: the Q quantile levels, increasing.
     """
 
+    # The identity band is the head's fit to the training split (or a baseline's training residuals), so the
+    # engine's refits do not narrow it unless engine.narrow_bands (stlm.engines.forecasting).
+    fitted_on_training = True
+
     def __init__(self, horizon: int, levels: torch.Tensor):
         super().__init__()
         self.median = median_index(torch.as_tensor(levels))

@@ -25,6 +25,9 @@ class SpreadScale(nn.Module):
         horizon: H, the forecast steps.
     """
 
+    # MC dropout's spread is not a fit to the training split: the engine's refits may narrow it as well as widen.
+    fitted_on_training = False
+
     def __init__(self, horizon: int):
         super().__init__()
         self.register_buffer("scale", torch.ones(horizon))  # identity until fitted; in checkpoints
