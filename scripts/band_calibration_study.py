@@ -43,6 +43,8 @@ sys.path.insert(0, str(REPO))
 
 from stlm.metrics.calibration import BandCalibration  # noqa: E402
 from stlm.metrics.masked import weight_mask  # noqa: E402
+from stlm.metrics.probabilistic import crps_from_quantiles, interval_indices  # noqa: E402
+from stlm.nn.band_scale import BandScale  # noqa: E402
 from stlm.train.job import build_engine  # noqa: E402
 
 UNIFORM_GRID = torch.linspace(0.3, 4.0, 75)  # candidate factors for "one factor per lead"
@@ -67,34 +69,36 @@ class Split:
 
 
 class Study:
-    def __init__(self, levels: torch.Tensor, median: int):
-        self.levels, self.median = levels, median
+    """The rules' arithmetic on predictions made with the head's own band (levels [Q], horizon H)."""
+
+    def __init__(self, horizon: int, levels: torch.Tensor):
+        self.levels = torch.as_tensor(levels, dtype=torch.float64)
+        self.band = BandScale(horizon, self.levels).eval()  # applies a rule's [H, Q] factors as the model does
+        self.median = self.band.median
+        self.interval = interval_indices(self.levels, 0.9)
 
     def per_lead(self, x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
         return (x * W).sum((0, 2, 3)) / W.sum((0, 2, 3))
 
     def score(self, P, Y, W) -> tuple[torch.Tensor, torch.Tensor]:
-        """CRPS (2 x mean pinball over the levels) and 90% coverage per lead."""
-        lv = self.levels.to(P)
-        e = Y.unsqueeze(-1) - P
-        crps = self.per_lead(torch.maximum(lv * e, (lv - 1) * e).mean(-1) * 2, W)
-        inside = ((Y >= P[..., 0]) & (Y <= P[..., -1])).to(P)
-        return crps, self.per_lead(inside, W)
+        """CRPS and 90% coverage per lead, as the engine's test metrics compute them."""
+        lo, hi = self.interval
+        inside = ((Y >= P[..., lo]) & (Y <= P[..., hi])).to(P)
+        return self.per_lead(crps_from_quantiles(P, Y, self.levels), W), self.per_lead(inside, W)
 
     def scaled(self, P: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """What BandScale does with ``scale`` [H, Q]: offsets from the median times the factor, re-sorted."""
-        c = P[..., self.median : self.median + 1]
-        return torch.sort(c + scale.to(P).view(1, scale.shape[0], 1, 1, -1) * (P - c), dim=-1).values
+        self.band.scale.copy_(scale)
+        return self.band(P)
 
     def fit(self, P, Y, W) -> torch.Tensor:
-        calibration = BandCalibration(P.shape[1], self.levels.double())
+        calibration = BandCalibration(P.shape[1], self.levels)
         calibration.update(P, Y, W)
         return calibration.compute()
 
     def fit_paired(self, P, Y, W) -> torch.Tensor:
-        calibration = BandCalibration(P.shape[1], self.levels.double())
+        calibration = BandCalibration(P.shape[1], self.levels)
         calibration.update(P, Y, W)
-        pooled = BandCalibration(P.shape[1], self.levels.double())
+        pooled = BandCalibration(P.shape[1], self.levels)
         pooled.histogram.copy_(calibration.histogram + calibration.histogram.flip(1))  # level k with Q-1-k
         return pooled.compute()
 
@@ -161,7 +165,7 @@ def main() -> None:
     band = engine.band_scale
     shipped_scale = band.scale.clone()
     band.scale.fill_(1.0)  # the head's own band; each rule below is applied to these predictions
-    study = Study(band.levels.float(), band.median)
+    study = Study(band.scale.shape[0], band.levels)
     train, val, test = (Split(engine, dl) for dl in (datamodule.train_dataloader(), datamodule.val_dataloader(),
                                                       datamodule.test_dataloader()))
     H, Q = test.P.shape[1], test.P.shape[-1]
@@ -171,9 +175,9 @@ def main() -> None:
 
     rows = []
     for name, split in (("train", train), ("val", val), ("test", test)):
-        med = split.P[..., band.median]
+        med = split.P[..., study.median]
         rmse = study.per_lead((med - split.Y) ** 2, split.W).sqrt()
-        width = study.per_lead(split.P[..., -1] - split.P[..., 0], split.W)
+        width = study.per_lead(split.P[..., study.interval[1]] - split.P[..., study.interval[0]], split.W)
         _, cov = study.score(split.P, split.Y, split.W)
         rows.append([f"{name} ({split.P.shape[0]} windows)"] + fmt(rmse) + fmt(width) + fmt(cov))
     print("Raw head per split\n")
